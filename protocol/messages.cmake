@@ -1,0 +1,1 @@
+# flotilla_protocol (protos, topics, envelope, Transport interface, fakes)

@@ -1,0 +1,1 @@
+# flotilla_protocol_mqtt (Paho adapter) and flotilla_broker (Mosquitto harness)
