@@ -1,0 +1,1 @@
+# Kernel sources of flotilla_model, with per-ISA compile flags (runtime dispatch).
