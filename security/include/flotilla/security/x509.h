@@ -24,10 +24,10 @@ enum class CertificateRole {
 };
 
 struct CertificateRequest {
-  std::string common_name;               // device id / "coordinator" / "broker"
+  std::string common_name;                     // device id / "coordinator" / "broker"
   CertificateRole role = CertificateRole::kClient;
-  std::vector<std::string> dns_names;    // subjectAltName DNS entries
-  std::vector<std::string> ip_addresses; // subjectAltName IP entries ("127.0.0.1")
+  std::vector<std::string> dns_names = {};     // subjectAltName DNS entries
+  std::vector<std::string> ip_addresses = {};  // subjectAltName IP entries ("127.0.0.1", "::1")
   std::chrono::hours validity = std::chrono::hours(24 * 365);
 };
 

@@ -1,0 +1,174 @@
+// CPU compute kernels of the model engine, with one dispatch table per CpuPath.
+//
+// Conventions: row-major matrices; a weight matrix W has `rows` rows of `cols` elements
+// (ggml ne0 = cols); activations X have n_tokens rows of `cols` floats. Products:
+//   MatMul:           Y[n x rows]  = X[n x cols] . W^T    (prefill; n = 1 is decode)
+//   MatMulTransposed: dX[n x cols] = dY[n x rows] . W     (backprop through frozen W)
+// Quantized weights use ggml's scheme: X is quantized per row to Q8_0 (for Q8_0/Q4_0 W)
+// or Q8_K (for Q4_K/Q6_K W) and integer block dot products are scaled in float.
+//
+// Within one path, MatMul computes every output element with the same sequence of
+// operations whatever n, the tile it falls in, or the thread count, so a batched
+// prefill gives bit-identical outputs to n single-token calls. Paths differ from each
+// other (and from the scalar reference) only by float summation order; see
+// docs/kernels.md for the tolerances the tests enforce.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "flotilla/core/status.h"
+#include "flotilla/model/cpu_features.h"
+#include "flotilla/model/ggml_type.h"
+#include "flotilla/model/quant_blocks.h"
+#include "flotilla/model/thread_pool.h"
+
+namespace flotilla::model {
+
+// Arguments of a GEMM micro-kernel: rows [r0, r1) of W against all n_tokens rows of X.
+// y[t * ldy + r] = dot(W row r, X row t). X is float for F32/F16 weights, else the
+// quantized activation rows (BlockQ8_0 or BlockQ8_K) produced by the table's quantizer.
+struct GemmArgs {
+  const void* w;
+  size_t w_row_bytes;
+  const void* x;
+  size_t x_row_bytes;
+  int64_t cols;
+  int64_t n_tokens;
+  float* y;
+  int64_t ldy;
+};
+using GemmFn = void (*)(const GemmArgs& args, int64_t r0, int64_t r1);
+
+// One path's kernels. `n` counts elements and must be a multiple of the block size of
+// the quantized type involved (32 for Q8_0/Q4_0, 256 for Q8_K/Q4_K/Q6_K). Pointers need
+// no particular alignment. All functions are pure (thread-safe on disjoint outputs).
+struct KernelTable {
+  CpuPath path;
+
+  // Activation quantizers, same algorithm as ggml: Q8_0 d = amax/127 (stored as fp16),
+  // q = round(x/d); Q8_K d = max/-127 (float), q = min(127, nearest_int(x/d)), bsums.
+  void (*quantize_row_q8_0)(const float* x, BlockQ8_0* y, int64_t n);
+  void (*quantize_row_q8_k)(const float* x, BlockQ8_K* y, int64_t n);
+
+  // Dot products of one weight row with one activation row.
+  float (*dot_q8_0_q8_0)(const BlockQ8_0* w, const BlockQ8_0* x, int64_t n);
+  float (*dot_q4_0_q8_0)(const BlockQ4_0* w, const BlockQ8_0* x, int64_t n);
+  float (*dot_q4_k_q8_k)(const BlockQ4_K* w, const BlockQ8_K* x, int64_t n);
+  float (*dot_q6_k_q8_k)(const BlockQ6_K* w, const BlockQ8_K* x, int64_t n);
+  float (*dot_f32)(const float* w, const float* x, int64_t n);
+  float (*dot_f16_f32)(const Half* w, const float* x, int64_t n);
+
+  // GEMM micro-kernels per weight type (matvec is n_tokens = 1).
+  GemmFn gemm_f32;
+  GemmFn gemm_f16;
+  GemmFn gemm_q8_0;
+  GemmFn gemm_q4_0;
+  GemmFn gemm_q4_k;
+  GemmFn gemm_q6_k;
+
+  // Dequantize n elements of a row to float (used by MatMulTransposed, one block row at
+  // a time). Exact (ggml's dequantize_row_*): value = fp16 scale * integer code.
+  void (*dequantize_row_q8_0)(const BlockQ8_0* x, float* y, int64_t n);
+  void (*dequantize_row_q4_0)(const BlockQ4_0* x, float* y, int64_t n);
+  void (*dequantize_row_q4_k)(const BlockQ4_K* x, float* y, int64_t n);
+  void (*dequantize_row_q6_k)(const BlockQ6_K* x, float* y, int64_t n);
+  void (*convert_f16_f32)(const Half* x, float* y, int64_t n);
+
+  // y = x / sqrt(mean(x^2) + eps) * weight (weight may be null: no scaling). y may be x.
+  void (*rms_norm)(const float* x, const float* weight, float* y, int64_t n, float eps);
+  // In place, numerically stable (subtracts the max). n >= 1.
+  void (*softmax)(float* x, int64_t n);
+  void (*silu)(const float* x, float* y, int64_t n);  // x * sigmoid(x); y may be x
+  // y = silu(gate) * up; y may alias gate or up.
+  void (*swiglu)(const float* gate, const float* up, float* y, int64_t n);
+  void (*add)(const float* a, const float* b, float* y, int64_t n);  // y = a + b
+  void (*scale)(const float* x, float s, float* y, int64_t n);       // y = s * x
+  void (*axpy)(float a, const float* x, float* y, int64_t n);        // y += a * x
+  // llama RoPE (LLAMA_ROPE_TYPE_NORM) in place on x[n_tokens][n_heads][head_dim]:
+  // token t at position pos0 + t rotates each adjacent pair (x[2i], x[2i+1]) of every
+  // head by angle pos * theta_base^(-2i/head_dim). head_dim must be even.
+  void (*rope)(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t pos0, float theta_base);
+};
+
+// The table of `path`, or nullptr if this binary lacks it or the CPU cannot run it.
+const KernelTable* GetKernelTable(CpuPath path);
+// The table of ActiveCpuPath() (never null).
+const KernelTable& ActiveKernels();
+
+// ---- Matrices ----
+
+// A weight matrix in memory (not owned): `rows` rows of `cols` elements of `type`, row r
+// starting at data + r * RowBytes(type, cols).
+struct WeightMatrix {
+  GgmlType type = GgmlType::kF32;
+  const void* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+// True for the weight types MatMul supports: F32, F16, Q8_0, Q4_0, Q4_K, Q6_K.
+bool IsMatMulWeightType(GgmlType type);
+// Elements per block (1 for F32/F16), 0 for unsupported types.
+int64_t BlockSize(GgmlType type);
+// Bytes of one row of `cols` elements; 0 if the type is unsupported or cols is not a
+// multiple of its block size.
+size_t RowBytes(GgmlType type, int64_t cols);
+// OK if MatMul can use `w` (supported type, positive shape, block-aligned cols, data
+// set); InvalidArgument naming the problem otherwise. Use on shapes read from files.
+Status ValidateWeight(const WeightMatrix& w);
+
+// Execution context of the matrix functions: the kernels (null = ActiveKernels()) and
+// the pool that splits rows (null = run on the calling thread).
+struct ComputeContext {
+  const KernelTable* kernels = nullptr;
+  ThreadPool* pool = nullptr;
+};
+
+// Activation rows quantized for one weight type, reusable across several matrices with
+// the same cols and type family (e.g. Q, K, V projections of the same input).
+// Grows its buffer on demand, never shrinks: steady-state calls allocate nothing.
+class QuantizedActivations {
+ public:
+  // Quantizes x[n x cols] for weights of type `weight_type`. FLT_CHECKs that cols is a
+  // multiple of the block size (validate shapes with ValidateWeight first). Splits the
+  // rows over ctx.pool.
+  void Quantize(GgmlType weight_type, const float* x, int64_t n, int64_t cols, const ComputeContext& ctx = {});
+
+  GgmlType weight_type() const { return weight_type_; }
+  int64_t n() const { return n_; }
+  int64_t cols() const { return cols_; }
+  size_t row_bytes() const { return row_bytes_; }
+  // For F32/F16 weights: the float rows themselves (not copied; x must stay alive).
+  const void* data() const { return float_rows_ != nullptr ? static_cast<const void*>(float_rows_) : buf_.data(); }
+
+ private:
+  GgmlType weight_type_ = GgmlType::kF32;
+  int64_t n_ = 0;
+  int64_t cols_ = 0;
+  size_t row_bytes_ = 0;
+  const float* float_rows_ = nullptr;
+  std::vector<unsigned char> buf_;
+};
+
+// Y[n x rows] (row stride ldy >= rows; 0 means rows) = X[n x cols] . W^T.
+// W must pass ValidateWeight (FLT_CHECK otherwise). Quantizes X into a thread-local
+// buffer. Thread-safe for distinct outputs; one call per pool at a time.
+void MatMul(const WeightMatrix& w, const float* x, int64_t n, float* y, const ComputeContext& ctx = {},
+            int64_t ldy = 0);
+// Same with activations already quantized for w.type (xq.cols() == w.cols).
+void MatMulQuantized(const WeightMatrix& w, const QuantizedActivations& xq, float* y,
+                     const ComputeContext& ctx = {}, int64_t ldy = 0);
+// y[rows] = W . x[cols] (decode).
+inline void MatVec(const WeightMatrix& w, const float* x, float* y, const ComputeContext& ctx = {}) {
+  MatMul(w, x, 1, y, ctx);
+}
+
+// dX[n x cols] = dY[n x rows] . W (dX is overwritten), without materialising the
+// dequantized W: each thread owns a block-aligned column range of dX and walks the rows
+// of W, dequantizing one row segment at a time into a small buffer. Deterministic for
+// any thread count. Float math on the dequantized values (exact dequantization).
+void MatMulTransposed(const WeightMatrix& w, const float* dy, int64_t n, float* dx, const ComputeContext& ctx = {});
+
+}  // namespace flotilla::model

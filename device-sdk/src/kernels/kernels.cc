@@ -1,0 +1,242 @@
+// Dispatch tables and the matrix drivers (row splitting, activation quantization).
+#include "flotilla/model/kernels.h"
+
+#include <algorithm>
+#include <array>
+#include <string>
+
+#include "flotilla/core/check.h"
+#include "kernels_internal.h"
+
+namespace flotilla::model {
+namespace {
+
+struct Tables {
+  std::array<KernelTable, 5> table{};
+  std::array<bool, 5> present{};
+};
+
+const Tables& AllTables() {
+  static const Tables tables = [] {
+    Tables t;
+    for (CpuPath p : SupportedCpuPaths()) {
+      KernelTable k{};
+      internal::FillScalarKernels(&k);
+      switch (p) {
+        case CpuPath::kScalar: break;
+#if defined(__x86_64__)
+        case CpuPath::kAvx2: internal::FillAvx2Kernels(&k); break;
+        case CpuPath::kAvx512Vnni: internal::FillAvx512VnniKernels(&k); break;
+#elif defined(__aarch64__)
+        case CpuPath::kNeon: internal::FillNeonKernels(&k); break;
+        case CpuPath::kNeonDotprod: internal::FillNeonDotprodKernels(&k); break;
+#endif
+        default: continue;
+      }
+      k.path = p;
+      t.table[static_cast<size_t>(p)] = k;
+      t.present[static_cast<size_t>(p)] = true;
+    }
+    return t;
+  }();
+  return tables;
+}
+
+// Rows per parallel-for grain: a multiple of every GEMM row tile, so only the last
+// chunk of a matrix has a partial tile.
+constexpr int64_t kRowGrain = 16;
+
+GemmFn GemmFor(const KernelTable& k, GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32: return k.gemm_f32;
+    case GgmlType::kF16: return k.gemm_f16;
+    case GgmlType::kQ8_0: return k.gemm_q8_0;
+    case GgmlType::kQ4_0: return k.gemm_q4_0;
+    case GgmlType::kQ4_K: return k.gemm_q4_k;
+    case GgmlType::kQ6_K: return k.gemm_q6_k;
+    default: return nullptr;
+  }
+}
+
+const KernelTable& Resolve(const ComputeContext& ctx) {
+  return ctx.kernels != nullptr ? *ctx.kernels : ActiveKernels();
+}
+
+}  // namespace
+
+const KernelTable* GetKernelTable(CpuPath path) {
+  const Tables& t = AllTables();
+  const auto i = static_cast<size_t>(path);
+  return i < t.table.size() && t.present[i] ? &t.table[i] : nullptr;
+}
+
+const KernelTable& ActiveKernels() {
+  const KernelTable* k = GetKernelTable(ActiveCpuPath());
+  FLT_CHECK(k != nullptr);
+  return *k;
+}
+
+bool IsMatMulWeightType(GgmlType type) { return BlockSize(type) != 0; }
+
+int64_t BlockSize(GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32:
+    case GgmlType::kF16: return 1;
+    case GgmlType::kQ8_0:
+    case GgmlType::kQ4_0: return 32;
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ6_K: return kQK_K;
+    default: return 0;
+  }
+}
+
+size_t RowBytes(GgmlType type, int64_t cols) {
+  const int64_t bs = BlockSize(type);
+  if (bs == 0 || cols <= 0 || cols % bs != 0) return 0;
+  const auto blocks = static_cast<size_t>(cols / bs);
+  switch (type) {
+    case GgmlType::kF32: return blocks * sizeof(float);
+    case GgmlType::kF16: return blocks * sizeof(Half);
+    case GgmlType::kQ8_0: return blocks * sizeof(BlockQ8_0);
+    case GgmlType::kQ4_0: return blocks * sizeof(BlockQ4_0);
+    case GgmlType::kQ4_K: return blocks * sizeof(BlockQ4_K);
+    case GgmlType::kQ6_K: return blocks * sizeof(BlockQ6_K);
+    default: return 0;
+  }
+}
+
+Status ValidateWeight(const WeightMatrix& w) {
+  const int64_t bs = BlockSize(w.type);
+  if (bs == 0) {
+    return InvalidArgumentError("weight type " + std::to_string(static_cast<uint32_t>(w.type)) +
+                                " is not supported by the matrix kernels (F32, F16, Q8_0, Q4_0, Q4_K, Q6_K)");
+  }
+  constexpr int64_t kMaxDim = int64_t{1} << 31;
+  if (w.rows <= 0 || w.cols <= 0 || w.rows > kMaxDim || w.cols > kMaxDim) {
+    return InvalidArgumentError("weight shape " + std::to_string(w.rows) + " x " + std::to_string(w.cols) +
+                                " is out of range");
+  }
+  if (w.cols % bs != 0) {
+    return InvalidArgumentError("weight row length " + std::to_string(w.cols) + " is not a multiple of the block size " +
+                                std::to_string(bs));
+  }
+  if (w.data == nullptr) return InvalidArgumentError("weight data is null");
+  return Status::Ok();
+}
+
+void QuantizedActivations::Quantize(GgmlType weight_type, const float* x, int64_t n, int64_t cols,
+                                    const ComputeContext& ctx) {
+  const int64_t bs = BlockSize(weight_type);
+  FLT_CHECK_MSG(bs != 0 && cols > 0 && cols % bs == 0 && n >= 0, "QuantizedActivations: bad type or shape");
+  weight_type_ = weight_type;
+  n_ = n;
+  cols_ = cols;
+  float_rows_ = nullptr;
+  const KernelTable& k = Resolve(ctx);
+  switch (weight_type) {
+    case GgmlType::kF32:
+    case GgmlType::kF16:
+      float_rows_ = x;
+      row_bytes_ = static_cast<size_t>(cols) * sizeof(float);
+      return;
+    case GgmlType::kQ8_0:
+    case GgmlType::kQ4_0: {
+      row_bytes_ = static_cast<size_t>(cols / kQK8_0) * sizeof(BlockQ8_0);
+      if (buf_.size() < row_bytes_ * static_cast<size_t>(n)) buf_.resize(row_bytes_ * static_cast<size_t>(n));
+      unsigned char* out = buf_.data();
+      const size_t rb = row_bytes_;
+      ParallelFor(ctx.pool, n, 1, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+          k.quantize_row_q8_0(x + t * cols, reinterpret_cast<BlockQ8_0*>(out + static_cast<size_t>(t) * rb), cols);
+        }
+      });
+      return;
+    }
+    default: {  // K-quants
+      row_bytes_ = static_cast<size_t>(cols / kQK_K) * sizeof(BlockQ8_K);
+      if (buf_.size() < row_bytes_ * static_cast<size_t>(n)) buf_.resize(row_bytes_ * static_cast<size_t>(n));
+      unsigned char* out = buf_.data();
+      const size_t rb = row_bytes_;
+      ParallelFor(ctx.pool, n, 1, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+          k.quantize_row_q8_k(x + t * cols, reinterpret_cast<BlockQ8_K*>(out + static_cast<size_t>(t) * rb), cols);
+        }
+      });
+      return;
+    }
+  }
+}
+
+void MatMulQuantized(const WeightMatrix& w, const QuantizedActivations& xq, float* y, const ComputeContext& ctx,
+                     int64_t ldy) {
+  FLT_CHECK_OK(ValidateWeight(w));
+  FLT_CHECK_MSG(xq.cols() == w.cols, "MatMul: activation length differs from weight row length");
+  const bool float_w = w.type == GgmlType::kF32 || w.type == GgmlType::kF16;
+  const bool float_x = xq.weight_type() == GgmlType::kF32 || xq.weight_type() == GgmlType::kF16;
+  const bool k_w = BlockSize(w.type) == kQK_K;
+  const bool k_x = BlockSize(xq.weight_type()) == kQK_K;
+  FLT_CHECK_MSG(float_w == float_x && k_w == k_x, "MatMul: activations were quantized for another weight type");
+  if (xq.n() == 0) return;
+  const KernelTable& k = Resolve(ctx);
+  GemmArgs a{};
+  a.w = w.data;
+  a.w_row_bytes = RowBytes(w.type, w.cols);
+  a.x = xq.data();
+  a.x_row_bytes = xq.row_bytes();
+  a.cols = w.cols;
+  a.n_tokens = xq.n();
+  a.y = y;
+  a.ldy = ldy == 0 ? w.rows : ldy;
+  FLT_CHECK(a.ldy >= w.rows);
+  const GemmFn fn = GemmFor(k, w.type);
+  ParallelFor(ctx.pool, w.rows, kRowGrain, [&](int64_t b, int64_t e) { fn(a, b, e); });
+}
+
+void MatMul(const WeightMatrix& w, const float* x, int64_t n, float* y, const ComputeContext& ctx, int64_t ldy) {
+  FLT_CHECK_OK(ValidateWeight(w));
+  thread_local QuantizedActivations xq;
+  xq.Quantize(w.type, x, n, w.cols, ctx);
+  MatMulQuantized(w, xq, y, ctx, ldy);
+}
+
+void MatMulTransposed(const WeightMatrix& w, const float* dy, int64_t n, float* dx, const ComputeContext& ctx) {
+  FLT_CHECK_OK(ValidateWeight(w));
+  if (n <= 0) return;
+  const KernelTable& k = Resolve(ctx);
+  const int64_t bs = BlockSize(w.type);
+  const size_t row_bytes = RowBytes(w.type, w.cols);
+  const auto* wb = static_cast<const unsigned char*>(w.data);
+  // Column chunks: whole blocks, and at least 64 columns so the axpy loops are long.
+  const int64_t grain = std::max<int64_t>(bs, 64 / bs * bs);
+  ParallelFor(ctx.pool, w.cols, grain, [&](int64_t c0, int64_t c1) {
+    const int64_t width = c1 - c0;
+    thread_local std::vector<float> row;
+    if (row.size() < static_cast<size_t>(width)) row.resize(static_cast<size_t>(width));
+    float* buf = row.data();
+    for (int64_t t = 0; t < n; ++t) std::fill(dx + t * w.cols + c0, dx + t * w.cols + c1, 0.0f);
+    for (int64_t r = 0; r < w.rows; ++r) {
+      const unsigned char* wr = wb + static_cast<size_t>(r) * row_bytes;
+      const float* src = buf;
+      switch (w.type) {
+        case GgmlType::kF32: src = reinterpret_cast<const float*>(wr) + c0; break;
+        case GgmlType::kF16: k.convert_f16_f32(reinterpret_cast<const Half*>(wr) + c0, buf, width); break;
+        case GgmlType::kQ8_0:
+          k.dequantize_row_q8_0(reinterpret_cast<const BlockQ8_0*>(wr) + c0 / bs, buf, width);
+          break;
+        case GgmlType::kQ4_0:
+          k.dequantize_row_q4_0(reinterpret_cast<const BlockQ4_0*>(wr) + c0 / bs, buf, width);
+          break;
+        case GgmlType::kQ4_K:
+          k.dequantize_row_q4_k(reinterpret_cast<const BlockQ4_K*>(wr) + c0 / bs, buf, width);
+          break;
+        case GgmlType::kQ6_K:
+          k.dequantize_row_q6_k(reinterpret_cast<const BlockQ6_K*>(wr) + c0 / bs, buf, width);
+          break;
+        default: FLT_CHECK(false);
+      }
+      for (int64_t t = 0; t < n; ++t) k.axpy(dy[t * w.rows + r], src, dx + t * w.cols + c0, width);
+    }
+  });
+}
+
+}  // namespace flotilla::model
