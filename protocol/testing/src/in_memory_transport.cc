@@ -64,8 +64,8 @@ void InMemoryBroker::Restart() {
     // The automatic reconnect succeeds at once; the new session starts empty, so the
     // client restores what it wants.
     session.filters = c->wanted_;
-    c->resubscribes_.fetch_add(c->wanted_.size());
-    c->reconnects_.fetch_add(1);
+    c->counters_.resubscribes.fetch_add(c->wanted_.size());
+    c->counters_.reconnects.fetch_add(1);
     c->SetState(ConnectionState::kConnected, Status::Ok());
   }
 }
@@ -129,10 +129,10 @@ void InMemoryTransport::LoseConnectionFromBroker(ConnectionState new_state, Stat
 
 void InMemoryTransport::DeliverFromBroker(const Message& message) {
   if (message.payload.size() > options_.max_payload_size) {
-    dropped_oversize_.fetch_add(1);
+    counters_.dropped_oversize.fetch_add(1);
     return;
   }
-  if (inbox_.PushMessage(message)) received_.fetch_add(1);
+  if (inbox_.PushMessage(message)) counters_.received.fetch_add(1);
 }
 
 Status InMemoryTransport::Publish(std::string_view topic, ByteSpan payload, const PublishOptions& options) {
@@ -141,7 +141,7 @@ Status InMemoryTransport::Publish(std::string_view topic, ByteSpan payload, cons
     invalid = UnavailableError(options_.client_id + ": publish while " + std::string(ToString(state_.load())));
   }
   if (!invalid.ok()) {
-    publish_failures_.fetch_add(1);
+    counters_.publish_failures.fetch_add(1);
     return invalid;
   }
   Message m;
@@ -153,7 +153,7 @@ Status InMemoryTransport::Publish(std::string_view topic, ByteSpan payload, cons
   m.correlation_data = options.correlation_data;
   std::lock_guard<std::mutex> lock(broker_->mu_);
   broker_->RouteLocked(m);
-  published_.fetch_add(1);
+  counters_.published.fetch_add(1);
   return Status::Ok();
 }
 
@@ -185,18 +185,6 @@ Status InMemoryTransport::Unsubscribe(std::string_view filter) {
 
 size_t InMemoryTransport::Poll(std::chrono::milliseconds timeout, size_t max_events) {
   return inbox_.Dispatch(timeout, max_events, on_message_, on_state_, state_.load());
-}
-
-TransportStats InMemoryTransport::stats() const {
-  TransportStats s;
-  s.published = published_.load();
-  s.publish_failures = publish_failures_.load();
-  s.received = received_.load();
-  s.dropped_queue_full = inbox_.dropped();
-  s.dropped_oversize = dropped_oversize_.load();
-  s.reconnects = reconnects_.load();
-  s.resubscribes = resubscribes_.load();
-  return s;
 }
 
 }  // namespace flotilla::protocol::testing

@@ -208,6 +208,24 @@ inline Status ValidatePublish(std::string_view topic, size_t payload_size, const
 
 // ---- Plumbing shared by implementations ----------------------------------------------
 
+// The counters behind TransportStats, bumped from any thread.
+struct TransportCounters {
+  std::atomic<uint64_t> published{0}, publish_failures{0}, received{0}, dropped_oversize{0}, reconnects{0},
+      resubscribes{0};
+
+  TransportStats Snapshot(uint64_t dropped_queue_full) const {
+    TransportStats s;
+    s.published = published.load();
+    s.publish_failures = publish_failures.load();
+    s.received = received.load();
+    s.dropped_queue_full = dropped_queue_full;
+    s.dropped_oversize = dropped_oversize.load();
+    s.reconnects = reconnects.load();
+    s.resubscribes = resubscribes.load();
+    return s;
+  }
+};
+
 // The bounded event queue between network threads (producers, never blocked) and the
 // owner thread (Poll/Drain), with handler dispatch. Thread-safe.
 class TransportInbox {

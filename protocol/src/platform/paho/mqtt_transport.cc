@@ -137,7 +137,7 @@ struct MqttTransport::Impl {
     BackgroundListener(Impl* i, bool publishes) : impl(i), is_publish(publishes) {}
     void on_success(const mqtt::token&) override {}
     void on_failure(const mqtt::token& tok) override {
-      if (is_publish) impl->publish_failures.fetch_add(1);
+      if (is_publish) impl->counters.publish_failures.fetch_add(1);
       FLT_LOG(kDebug, kLog) << impl->options.client_id << (is_publish ? ": publish" : ": subscription restore")
                             << " failed, rc " << tok.get_return_code() << " reason " << tok.get_reason_code();
     }
@@ -169,8 +169,7 @@ struct MqttTransport::Impl {
   std::atomic<ConnectionState> state{ConnectionState::kDisconnected};
   std::atomic<bool> connected_once{false};  // a later CONNACK is an automatic reconnect
   std::atomic<bool> session_present{false};  // from the latest CONNACK
-  std::atomic<uint64_t> published{0}, publish_failures{0}, received{0}, dropped_oversize{0}, reconnects{0},
-      resubscribes{0};
+  TransportCounters counters;
 
   std::mutex mu;
   std::condition_variable state_cv;                         // signalled on state / failure changes
@@ -206,7 +205,7 @@ void MqttTransport::Impl::OnConnected() {
       for (const auto& [filter, qos] : subscriptions) {
         try {
           restore_tokens.push_back(client->subscribe(filter, qos, nullptr, resubscribe_listener));
-          if (is_reconnect) resubscribes.fetch_add(1);
+          if (is_reconnect) counters.resubscribes.fetch_add(1);
         } catch (const mqtt::exception& e) {
           FLT_LOG(kWarn, kLog) << options.client_id << ": " << FromPaho(e, "restoring subscription " + filter).ToString();
         }
@@ -216,7 +215,7 @@ void MqttTransport::Impl::OnConnected() {
     connect_failure.reset();
   }
   state_cv.notify_all();
-  if (is_reconnect) reconnects.fetch_add(1);
+  if (is_reconnect) counters.reconnects.fetch_add(1);
   inbox.PushState(ConnectionState::kConnected, Status::Ok());
 }
 
@@ -247,7 +246,7 @@ void MqttTransport::Impl::OnMessage(const mqtt::const_message_ptr& msg) {
   if (payload.size() > options.max_payload_size) {
     // Untrusted input over the policy limit is never delivered (a broker without
     // message_size_limit could otherwise feed us anything up to 256 MB).
-    dropped_oversize.fetch_add(1);
+    counters.dropped_oversize.fetch_add(1);
     return;
   }
   Message m;
@@ -266,7 +265,7 @@ void MqttTransport::Impl::OnMessage(const mqtt::const_message_ptr& msg) {
   } catch (const std::exception&) {
     // A malformed property is dropped; the payload itself is still delivered.
   }
-  if (inbox.PushMessage(std::move(m))) received.fetch_add(1);
+  if (inbox.PushMessage(std::move(m))) counters.received.fetch_add(1);
 }
 
 // Fills the long-lived `connect_opts` member with setters. Paho C++ 1.2.0's copies of
@@ -475,7 +474,7 @@ Status MqttTransport::Publish(std::string_view topic, ByteSpan payload, const Pu
     }
   }
   if (!invalid.ok()) {
-    d.publish_failures.fetch_add(1);
+    d.counters.publish_failures.fetch_add(1);
     return invalid;
   }
   mqtt::delivery_token_ptr tok;
@@ -496,10 +495,10 @@ Status MqttTransport::Publish(std::string_view topic, ByteSpan payload, const Pu
     }
     tok = d.client->publish(msg, nullptr, d.publish_listener);
   } catch (const mqtt::exception& e) {
-    d.publish_failures.fetch_add(1);
+    d.counters.publish_failures.fetch_add(1);
     return FromPaho(e, "publish on '" + std::string(topic) + "'");
   }
-  d.published.fetch_add(1);
+  d.counters.published.fetch_add(1);
   if (options.qos == 1 && options.ack_timeout.count() > 0) {
     try {
       if (!tok->wait_for(options.ack_timeout))
@@ -563,18 +562,7 @@ size_t MqttTransport::Poll(std::chrono::milliseconds timeout, size_t max_events)
 
 ConnectionState MqttTransport::state() const { return impl_->state.load(); }
 
-TransportStats MqttTransport::stats() const {
-  const Impl& d = *impl_;
-  TransportStats s;
-  s.published = d.published.load();
-  s.publish_failures = d.publish_failures.load();
-  s.received = d.received.load();
-  s.dropped_queue_full = d.inbox.dropped();
-  s.dropped_oversize = d.dropped_oversize.load();
-  s.reconnects = d.reconnects.load();
-  s.resubscribes = d.resubscribes.load();
-  return s;
-}
+TransportStats MqttTransport::stats() const { return impl_->counters.Snapshot(impl_->inbox.dropped()); }
 
 size_t MqttTransport::max_payload_size() const { return impl_->options.max_payload_size; }
 const std::string& MqttTransport::client_id() const { return impl_->options.client_id; }

@@ -87,7 +87,7 @@ class InMemoryTransport final : public Transport {
   Status Unsubscribe(std::string_view filter) override;
   size_t Poll(std::chrono::milliseconds timeout, size_t max_events = 1024) override;
   ConnectionState state() const override { return state_.load(); }
-  TransportStats stats() const override;
+  TransportStats stats() const override { return counters_.Snapshot(inbox_.dropped()); }
   size_t max_payload_size() const override { return options_.max_payload_size; }
   const std::string& client_id() const override { return options_.client_id; }
 
@@ -106,8 +106,7 @@ class InMemoryTransport final : public Transport {
   InMemoryTransportOptions options_;
   TransportInbox inbox_;
   std::atomic<ConnectionState> state_{ConnectionState::kDisconnected};
-  std::atomic<uint64_t> published_{0}, publish_failures_{0}, received_{0}, dropped_oversize_{0}, reconnects_{0},
-      resubscribes_{0};
+  TransportCounters counters_;
   MessageHandler on_message_;           // owner thread
   ConnectionStateHandler on_state_;     // owner thread
   std::map<std::string, int, std::less<>> wanted_;  // GUARDED_BY(broker_->mu_) subscriptions to keep
