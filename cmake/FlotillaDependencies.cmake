@@ -1,14 +1,28 @@
 # Every third-party dependency is a Debian 12 package installed by scripts/setup.sh.
 find_package(Threads REQUIRED)
-find_package(fmt REQUIRED)
-find_package(spdlog REQUIRED)
 
 if(FLOTILLA_ENGINE_ONLY)
+  # core + device-sdk only (no fmt/spdlog users), e.g. the aarch64 cross build.
   if(FLOTILLA_BUILD_TESTS)
-    find_package(GTest REQUIRED)
+    if(CMAKE_CROSSCOMPILING)
+      # Debian packages no aarch64 GTest: build it from the sources in googletest-src.
+      set(INSTALL_GTEST OFF CACHE BOOL "" FORCE)
+      set(BUILD_GMOCK ON CACHE BOOL "" FORCE)
+      add_subdirectory(/usr/src/googletest ${CMAKE_BINARY_DIR}/_deps/googletest EXCLUDE_FROM_ALL SYSTEM)
+      foreach(_flt_gt gtest gmock gtest_main)
+        if(NOT TARGET GTest::${_flt_gt})
+          add_library(GTest::${_flt_gt} ALIAS ${_flt_gt})
+        endif()
+      endforeach()
+    else()
+      find_package(GTest REQUIRED)
+    endif()
   endif()
   return()
 endif()
+
+find_package(fmt REQUIRED)
+find_package(spdlog REQUIRED)
 
 find_package(Protobuf REQUIRED)
 find_package(OpenSSL REQUIRED)

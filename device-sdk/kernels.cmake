@@ -25,7 +25,10 @@ elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64|ARM64)$")
 else()
   set(FLOTILLA_KERNEL_ARCH generic)  # scalar kernels only
 endif()
-# The kernels are the hot loop of inference: optimise them even in Debug builds.
+# The kernels are the hot loop of inference: optimise them even in Debug builds. No FP
+# contraction: the compiler must not fuse a*b+c into FMA behind our back (GCC does so by
+# default, even across intrinsics), because the paths promise exact results where the
+# math is exact (axpy, dequantization) and the tests compare bits.
 set_property(SOURCE ${_flt_kdir}/kernels_scalar.cc ${_flt_kdir}/kernels_avx2.cc ${_flt_kdir}/kernels_avx512.cc
   ${_flt_kdir}/kernels_neon.cc ${_flt_kdir}/kernels_neon_dotprod.cc ${_flt_kdir}/kernels.cc
-  APPEND PROPERTY COMPILE_OPTIONS "-O3")
+  APPEND PROPERTY COMPILE_OPTIONS "-O3;-ffp-contract=off")

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <string>
+#include <type_traits>
 
 #include "flotilla/core/check.h"
 #include "kernels_internal.h"
@@ -124,6 +125,19 @@ Status ValidateWeight(const WeightMatrix& w) {
   return Status::Ok();
 }
 
+template <typename Block>
+void QuantizedActivations::QuantizeRows(void (*quantize)(const float*, Block*, int64_t), const float* x, int64_t n,
+                                        int64_t cols, ThreadPool* pool) {
+  constexpr int64_t kElems = std::is_same_v<Block, BlockQ8_K> ? kQK_K : kQK8_0;
+  row_bytes_ = static_cast<size_t>(cols / kElems) * sizeof(Block);
+  if (buf_.size() < row_bytes_ * static_cast<size_t>(n)) buf_.resize(row_bytes_ * static_cast<size_t>(n));
+  unsigned char* out = buf_.data();
+  const size_t rb = row_bytes_;
+  ParallelFor(pool, n, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) quantize(x + t * cols, reinterpret_cast<Block*>(out + static_cast<size_t>(t) * rb), cols);
+  });
+}
+
 void QuantizedActivations::Quantize(GgmlType weight_type, const float* x, int64_t n, int64_t cols,
                                     const ComputeContext& ctx) {
   const int64_t bs = BlockSize(weight_type);
@@ -140,30 +154,12 @@ void QuantizedActivations::Quantize(GgmlType weight_type, const float* x, int64_
       row_bytes_ = static_cast<size_t>(cols) * sizeof(float);
       return;
     case GgmlType::kQ8_0:
-    case GgmlType::kQ4_0: {
-      row_bytes_ = static_cast<size_t>(cols / kQK8_0) * sizeof(BlockQ8_0);
-      if (buf_.size() < row_bytes_ * static_cast<size_t>(n)) buf_.resize(row_bytes_ * static_cast<size_t>(n));
-      unsigned char* out = buf_.data();
-      const size_t rb = row_bytes_;
-      ParallelFor(ctx.pool, n, 1, [&](int64_t b, int64_t e) {
-        for (int64_t t = b; t < e; ++t) {
-          k.quantize_row_q8_0(x + t * cols, reinterpret_cast<BlockQ8_0*>(out + static_cast<size_t>(t) * rb), cols);
-        }
-      });
+    case GgmlType::kQ4_0:
+      QuantizeRows<BlockQ8_0>(k.quantize_row_q8_0, x, n, cols, ctx.pool);
       return;
-    }
-    default: {  // K-quants
-      row_bytes_ = static_cast<size_t>(cols / kQK_K) * sizeof(BlockQ8_K);
-      if (buf_.size() < row_bytes_ * static_cast<size_t>(n)) buf_.resize(row_bytes_ * static_cast<size_t>(n));
-      unsigned char* out = buf_.data();
-      const size_t rb = row_bytes_;
-      ParallelFor(ctx.pool, n, 1, [&](int64_t b, int64_t e) {
-        for (int64_t t = b; t < e; ++t) {
-          k.quantize_row_q8_k(x + t * cols, reinterpret_cast<BlockQ8_K*>(out + static_cast<size_t>(t) * rb), cols);
-        }
-      });
+    default:  // K-quants
+      QuantizeRows<BlockQ8_K>(k.quantize_row_q8_k, x, n, cols, ctx.pool);
       return;
-    }
   }
 }
 

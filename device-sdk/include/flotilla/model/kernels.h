@@ -144,6 +144,10 @@ class QuantizedActivations {
   const void* data() const { return float_rows_ != nullptr ? static_cast<const void*>(float_rows_) : buf_.data(); }
 
  private:
+  template <typename Block>
+  void QuantizeRows(void (*quantize)(const float*, Block*, int64_t), const float* x, int64_t n, int64_t cols,
+                    ThreadPool* pool);
+
   GgmlType weight_type_ = GgmlType::kF32;
   int64_t n_ = 0;
   int64_t cols_ = 0;

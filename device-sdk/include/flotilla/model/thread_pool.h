@@ -49,27 +49,30 @@ class ThreadPool {
   }
 
  private:
-  explicit ThreadPool(int n_workers);
+  explicit ThreadPool() = default;
   void WorkerLoop();
-  void RunChunks();
+  // Claims and runs chunks of generation `gen` until none is left.
+  void RunChunks(uint32_t gen);
 
   std::vector<std::thread> workers_;
-  // The current job, published by a release increment of generation_.
+  // The current job. Written by the caller before it publishes state_, read by a thread
+  // only after it has claimed a chunk (so the job cannot be replaced meanwhile).
   RangeFn fn_ = nullptr;
   void* ctx_ = nullptr;
   int64_t n_ = 0;
   int64_t chunk_ = 0;  // indices per chunk (a multiple of grain)
-  int64_t n_chunks_ = 0;
-  alignas(64) std::atomic<int64_t> next_chunk_{0};
-  alignas(64) std::atomic<uint32_t> generation_{0};
-  alignas(64) std::atomic<uint32_t> pending_{0};  // workers not yet done with the job
+  // generation (32 bits) | chunk count (16) | next chunk to claim (16). Claiming is a CAS
+  // on the whole word, so a thread that wakes late can never take a chunk of a newer job,
+  // and the caller never waits for a worker that did not take part.
+  alignas(64) std::atomic<uint64_t> state_{0};
+  alignas(64) std::atomic<uint32_t> done_{0};  // chunks finished in the current job
   std::atomic<bool> busy_{false};
   std::atomic<bool> stop_{false};
   // Blocking after the spin phase. (Not std::atomic::wait: libstdc++ 12 can lose its
   // wake-ups.) The counters let the fast path skip the mutex when nobody sleeps.
   std::mutex mu_;
   std::condition_variable job_cv_;   // workers wait for a new generation
-  std::condition_variable done_cv_;  // the caller waits for pending_ == 0
+  std::condition_variable done_cv_;  // the caller waits for done_ == chunk count
   std::atomic<int> sleeping_workers_{0};
   std::atomic<bool> caller_sleeping_{false};
 };
