@@ -1,0 +1,473 @@
+#include "flotilla/model/inference.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <utility>
+
+#include "flotilla/core/check.h"
+
+namespace flotilla::model {
+namespace {
+
+// Rows per parallel-for grain of the projections: a multiple of every kernel row tile
+// (kernels.cc uses the same), so only the last chunk of a matrix has a partial tile.
+constexpr int64_t kRowGrain = 16;
+// Below this many tokens, activation quantization runs on the calling thread: waking
+// the pool costs more than quantizing a few rows.
+constexpr int64_t kSerialQuantizeRows = 4;
+// Query tokens per attention work item in prefill: bounds the score scratch and the
+// causal waste (positions a block computes but its earlier tokens mask out).
+constexpr int64_t kAttnBlock = 32;
+// Weight prefetching in decode-sized matmuls: rows per slice (a multiple of the kernels'
+// row tiles) and the largest token count that still streams weights.
+constexpr int64_t kPrefetchRows = 16;
+constexpr int64_t kPrefetchMaxTokens = 2;
+
+inline void PrefetchBytes(const char* p, size_t n) {
+  for (size_t off = 0; off < n; off += 64) __builtin_prefetch(p + off, 0, 3);
+}
+
+enum class ActFormat { kFloat, kQ8_0, kQ8_K };
+
+ActFormat FormatFor(GgmlType t) {
+  switch (t) {
+    case GgmlType::kQ8_0:
+    case GgmlType::kQ4_0: return ActFormat::kQ8_0;
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ6_K: return ActFormat::kQ8_K;
+    default: return ActFormat::kFloat;
+  }
+}
+
+GemmFn GemmFor(const KernelTable& k, GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32: return k.gemm_f32;
+    case GgmlType::kF16: return k.gemm_f16;
+    case GgmlType::kQ8_0: return k.gemm_q8_0;
+    case GgmlType::kQ4_0: return k.gemm_q4_0;
+    case GgmlType::kQ4_K: return k.gemm_q4_k;
+    case GgmlType::kQ6_K: return k.gemm_q6_k;
+    default: FLT_CHECK_MSG(false, "no GEMM kernel for this weight type"); return nullptr;
+  }
+}
+
+}  // namespace
+
+std::string_view ToString(Projection p) {
+  switch (p) {
+    case Projection::kQ: return "q";
+    case Projection::kK: return "k";
+    case Projection::kV: return "v";
+    case Projection::kO: return "o";
+    case Projection::kGate: return "gate";
+    case Projection::kUp: return "up";
+    case Projection::kDown: return "down";
+  }
+  return "?";
+}
+
+std::string_view ToString(StopReason r) {
+  switch (r) {
+    case StopReason::kMaxTokens: return "max_tokens";
+    case StopReason::kStopToken: return "stop_token";
+    case StopReason::kCallback: return "callback";
+    case StopReason::kContextFull: return "context_full";
+  }
+  return "?";
+}
+
+InferenceSession::InferenceSession(const LlamaModel& model, const InferenceOptions& options)
+    : model_(model), options_(options) {}
+
+InferenceSession::~InferenceSession() = default;
+
+Result<std::unique_ptr<InferenceSession>> InferenceSession::Create(const LlamaModel& model,
+                                                                   const InferenceOptions& options) {
+  std::unique_ptr<InferenceSession> s(new InferenceSession(model, options));
+  FLT_RETURN_IF_ERROR(s->Init());
+  return s;
+}
+
+Status InferenceSession::Init() {
+  const ModelConfig& c = model_.config();
+  const CpuPath path = options_.cpu_path.value_or(ActiveCpuPath());
+  ctx_.kernels = GetKernelTable(path);
+  if (ctx_.kernels == nullptr) {
+    return FailedPreconditionError("CPU path '" + std::string(ToString(path)) + "' is not available on this CPU/build");
+  }
+
+  const int64_t n_ctx = options_.n_ctx == 0 ? c.context_length : options_.n_ctx;
+  if (n_ctx < 1 || n_ctx > c.context_length) {
+    return InvalidArgumentError("n_ctx " + std::to_string(n_ctx) + " is outside [1, " +
+                                std::to_string(c.context_length) + "] (the model's context_length)");
+  }
+  if (options_.n_batch < 0) return InvalidArgumentError("n_batch must be >= 0");
+  n_batch_ = std::min<int64_t>(options_.n_batch == 0 ? 512 : options_.n_batch, n_ctx);
+  FLT_ASSIGN_OR_RETURN(cache_, KvCache::Create(c.n_layers, n_ctx, c.kv_dim()));
+  const int threads = options_.n_threads == 0 ? ThreadPool::DefaultThreadCount() : options_.n_threads;
+  FLT_ASSIGN_OR_RETURN(pool_, ThreadPool::Create(threads));
+  ctx_.pool = pool_.get();
+
+  const auto rows = static_cast<size_t>(n_batch_);
+  const auto dim = static_cast<size_t>(c.dim);
+  const auto ffn = static_cast<size_t>(c.ffn_dim);
+  for (std::vector<float>* b : {&x_, &x_in_, &attn_in_, &q_, &attn_out_, &x_mid_, &ffn_in_, &tmp_}) b->resize(rows * dim);
+  v_.resize(rows * static_cast<size_t>(c.kv_dim()));
+  for (std::vector<float>* b : {&gate_, &up_, &ffn_act_}) b->resize(rows * ffn);
+  const size_t logit_rows = options_.all_logits ? static_cast<size_t>(n_ctx) : 1;
+  logits_.resize(logit_rows * static_cast<size_t>(c.vocab_size));
+  // Attention scratch: a few slots per thread so uneven causal rows still balance.
+  scores_.resize(static_cast<size_t>(4 * n_threads() * kAttnBlock) * static_cast<size_t>(cache_->v_stride()));
+  // Grow the activation buffers to their largest size now, so Eval never allocates.
+  const int64_t max_cols = std::max(c.dim, c.ffn_dim);
+  std::vector<float> zeros(static_cast<size_t>(n_batch_ * max_cols), 0.0f);
+  for (int64_t cols : {c.dim, c.ffn_dim}) {
+    if (cols % kQK8_0 == 0) xq8_0_.Quantize(GgmlType::kQ8_0, zeros.data(), n_batch_, cols, {ctx_.kernels, nullptr});
+    if (cols % kQK_K == 0) xq8_k_.Quantize(GgmlType::kQ4_K, zeros.data(), n_batch_, cols, {ctx_.kernels, nullptr});
+  }
+  return Status::Ok();
+}
+
+size_t InferenceSession::buffer_bytes() const {
+  size_t floats = 0;
+  for (const std::vector<float>* b : {&x_, &x_in_, &attn_in_, &q_, &v_, &attn_out_, &x_mid_, &ffn_in_, &tmp_, &gate_,
+                                      &up_, &ffn_act_, &logits_, &scores_}) {
+    floats += b->size();
+  }
+  return cache_->bytes() + floats * sizeof(float);
+}
+
+ComputeContext InferenceSession::SerialIf(bool small) const { return {ctx_.kernels, small ? nullptr : ctx_.pool}; }
+
+Status InferenceSession::Truncate(int64_t n) {
+  if (n < 0 || n > n_past()) {
+    return InvalidArgumentError("cannot truncate to " + std::to_string(n) + " positions: the session holds " +
+                                std::to_string(n_past()));
+  }
+  cache_->set_size(n);
+  return Status::Ok();
+}
+
+std::span<const float> InferenceSession::logits() const {
+  const auto vocab = static_cast<size_t>(model_.config().vocab_size);
+  const size_t row = options_.all_logits && last_eval_n_ > 0 ? static_cast<size_t>(last_eval_n_ - 1) : 0;
+  return {logits_.data() + row * vocab, vocab};
+}
+
+std::span<const float> InferenceSession::logits(int64_t i) const {
+  FLT_CHECK_MSG(options_.all_logits, "logits(i) needs InferenceOptions::all_logits");
+  FLT_CHECK(i >= 0 && i < last_eval_n_);
+  const auto vocab = static_cast<size_t>(model_.config().vocab_size);
+  return {logits_.data() + static_cast<size_t>(i) * vocab, vocab};
+}
+
+Status InferenceSession::Eval(std::span<const int32_t> tokens) {
+  if (tokens.empty()) return InvalidArgumentError("Eval needs at least one token");
+  const auto n = static_cast<int64_t>(tokens.size());
+  if (n > n_ctx() - n_past()) {
+    return OutOfRangeError("context full: " + std::to_string(n_past()) + " positions used + " + std::to_string(n) +
+                           " new tokens > n_ctx " + std::to_string(n_ctx()));
+  }
+  const int64_t vocab = model_.config().vocab_size;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab) {
+      return InvalidArgumentError("token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                                  " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+    }
+  }
+  last_eval_n_ = n;
+  logit_row_ = 0;
+  for (int64_t done = 0; done < n;) {
+    const int64_t chunk = std::min(n_batch_, n - done);
+    ForwardChunk(tokens.data() + done, chunk, done + chunk == n);
+    done += chunk;
+  }
+  return Status::Ok();
+}
+
+void InferenceSession::Project(int64_t layer, const float* x, int64_t n, std::initializer_list<Proj> projs) {
+  const KernelTable& k = *ctx_.kernels;
+  const int64_t cols = projs.begin()->w->cols;
+  const ComputeContext qctx = SerialIf(n < kSerialQuantizeRows);
+  bool quantized_8_0 = false;
+  bool quantized_8_k = false;
+  struct Job {
+    GemmFn fn;
+    GemmArgs a;
+    int64_t row0;
+    int64_t rows;
+  };
+  Job jobs[3];
+  int n_jobs = 0;
+  int64_t total_rows = 0;
+  FLT_CHECK(projs.size() <= 3);
+  for (const Proj& p : projs) {
+    const WeightMatrix& w = *p.w;
+    FLT_CHECK(w.cols == cols);
+    Job& j = jobs[n_jobs++];
+    j.fn = GemmFor(k, w.type);
+    j.a.w = w.data;
+    j.a.w_row_bytes = RowBytes(w.type, w.cols);
+    j.a.cols = cols;
+    j.a.n_tokens = n;
+    j.a.y = p.y;
+    j.a.ldy = p.ldy;
+    // Quantize the input once per activation format and share it between the matrices.
+    auto use = [&](QuantizedActivations& q, bool& done, GgmlType family) {
+      if (!done) q.Quantize(family, x, n, cols, qctx);
+      done = true;
+      j.a.x = q.data();
+      j.a.x_row_bytes = q.row_bytes();
+    };
+    switch (FormatFor(w.type)) {
+      case ActFormat::kFloat:
+        j.a.x = x;
+        j.a.x_row_bytes = static_cast<size_t>(cols) * sizeof(float);
+        break;
+      case ActFormat::kQ8_0: use(xq8_0_, quantized_8_0, GgmlType::kQ8_0); break;
+      case ActFormat::kQ8_K: use(xq8_k_, quantized_8_k, GgmlType::kQ4_K); break;
+    }
+    j.row0 = total_rows;
+    j.rows = w.rows;
+    total_rows += w.rows;
+  }
+  // One parallel-for over the concatenated rows of all matrices (Q, K and V together):
+  // a third of the thread wake-ups, and no thread idles at a matrix boundary.
+  const bool prefetch = n <= kPrefetchMaxTokens;
+  ParallelFor(ctx_.pool, total_rows, kRowGrain, [&](int64_t b, int64_t e) {
+    for (int i = 0; i < n_jobs; ++i) {
+      const Job& j = jobs[i];
+      const int64_t lo = std::max(b, j.row0) - j.row0;
+      const int64_t hi = std::min(e, j.row0 + j.rows) - j.row0;
+      if (lo >= hi) continue;
+      if (!prefetch) {
+        j.fn(j.a, lo, hi);
+        continue;
+      }
+      // Decode streams each weight once from memory. The hardware prefetcher does not
+      // keep up with the kernels' several-rows-in-lockstep reads (measured ~2x slower
+      // than a prefetched stream on the dev VM), so fetch the next slice of rows while
+      // the kernel works on this one.
+      const auto* w = static_cast<const char*>(j.a.w);
+      const size_t rb = j.a.w_row_bytes;
+      PrefetchBytes(w + static_cast<size_t>(lo) * rb, static_cast<size_t>(std::min(kPrefetchRows, hi - lo)) * rb);
+      for (int64_t r = lo; r < hi; r += kPrefetchRows) {
+        const int64_t r1 = std::min(r + kPrefetchRows, hi);
+        const int64_t r2 = std::min(r1 + kPrefetchRows, hi);
+        PrefetchBytes(w + static_cast<size_t>(r1) * rb, static_cast<size_t>(r2 - r1) * rb);
+        j.fn(j.a, r, r1);
+      }
+    }
+  });
+  if (adapter_ != nullptr && layer >= 0) {
+    for (const Proj& p : projs) adapter_->Apply(layer, p.which, x, n, cols, p.y, p.ldy, p.w->rows, ctx_);
+  }
+}
+
+void InferenceSession::Attention(int64_t layer, int64_t n, int64_t pos0) {
+  const ModelConfig& c = model_.config();
+  const KernelTable& k = *ctx_.kernels;
+  const int64_t hd = c.head_dim();
+  const int64_t n_heads = c.n_heads;
+  const int64_t group = c.n_heads / c.n_kv_heads;
+  const int64_t q_dim = n_heads * hd;
+  const int64_t kv_dim = c.kv_dim();
+  const int64_t stride = cache_->v_stride();  // score rows and V^T rows: n_ctx padded to 8
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float* kc = cache_->k(layer, 0);
+  const float* vt = cache_->v_t(layer);
+  const int64_t blocks = (n + kAttnBlock - 1) / kAttnBlock;
+  const int64_t items = n_heads * blocks;
+  const int64_t slots = std::min<int64_t>(items, static_cast<int64_t>(scores_.size()) / (kAttnBlock * stride));
+  // Work item = (head, block of up to kAttnBlock query tokens). Per item, two GEMMs on the
+  // kernels' F32 micro-kernels: S = Q_h · K^T over the positions the block can see, then
+  // O_h = P · V (V^T rows in the cache). Every output element is computed the same way
+  // whatever the block, so prefill and decode agree bit for bit: the P·V length is rounded
+  // up to a multiple of 8 with zero weights (cols never reach the kernel's scalar tail),
+  // and softmax runs over exactly the causal length of each token.
+  ParallelFor(ctx_.pool, slots, 1, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) {
+      float* scores = scores_.data() + s * kAttnBlock * stride;
+      for (int64_t item = s; item < items; item += slots) {
+        const int64_t h = item % n_heads;
+        const int64_t t0 = item / n_heads * kAttnBlock;
+        const int64_t nt = std::min(kAttnBlock, n - t0);
+        const int64_t seen = pos0 + t0 + nt;  // positions visible to the block's last token
+        const int64_t padded = (seen + 7) / 8 * 8;
+        const int64_t kv_off = (h / group) * hd;
+
+        GemmArgs qk{};
+        qk.w = kc + kv_off;
+        qk.w_row_bytes = static_cast<size_t>(kv_dim) * sizeof(float);
+        qk.x = q_.data() + t0 * q_dim + h * hd;
+        qk.x_row_bytes = static_cast<size_t>(q_dim) * sizeof(float);
+        qk.cols = hd;
+        qk.n_tokens = nt;
+        qk.y = scores;
+        qk.ldy = stride;
+        k.gemm_f32(qk, 0, seen);
+
+        for (int64_t t = 0; t < nt; ++t) {
+          float* row = scores + t * stride;
+          const int64_t len = pos0 + t0 + t + 1;
+          k.scale(row, scale, row, len);
+          k.softmax(row, len);
+          std::fill(row + len, row + padded, 0.0f);
+        }
+
+        GemmArgs pv{};
+        pv.w = vt + kv_off * stride;
+        pv.w_row_bytes = static_cast<size_t>(stride) * sizeof(float);
+        pv.x = scores;
+        pv.x_row_bytes = static_cast<size_t>(stride) * sizeof(float);
+        pv.cols = padded;
+        pv.n_tokens = nt;
+        pv.y = attn_out_.data() + t0 * q_dim + h * hd;
+        pv.ldy = q_dim;
+        k.gemm_f32(pv, 0, hd);
+      }
+    }
+  });
+}
+
+void InferenceSession::ForwardLayer(int64_t layer, int64_t n, int64_t pos0) {
+  const ModelConfig& c = model_.config();
+  const KernelTable& k = *ctx_.kernels;
+  const LlamaLayerWeights& w = model_.layer(layer);
+  const int64_t dim = c.dim;
+  const int64_t kv_dim = c.kv_dim();
+  const int64_t ffn = c.ffn_dim;
+  const float* x_in = x_in_.data();  // ForwardChunk swaps x_ / x_in_ per layer
+  float* x_out = x_.data();
+
+  for (int64_t t = 0; t < n; ++t) k.rms_norm(x_in + t * dim, w.attn_norm, attn_in_.data() + t * dim, dim, c.rms_eps);
+  float* k_new = cache_->k(layer, pos0);
+  Project(layer, attn_in_.data(), n,
+          {{&w.wq, q_.data(), dim, Projection::kQ},
+           {&w.wk, k_new, kv_dim, Projection::kK},
+           {&w.wv, v_.data(), kv_dim, Projection::kV}});
+  k.rope(q_.data(), n, c.n_heads, c.head_dim(), pos0, c.rope_theta);
+  k.rope(k_new, n, c.n_kv_heads, c.head_dim(), pos0, c.rope_theta);
+  float* vt = cache_->v_t(layer);
+  const int64_t v_stride = cache_->v_stride();
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t d = 0; d < kv_dim; ++d) vt[d * v_stride + pos0 + t] = v_[static_cast<size_t>(t * kv_dim + d)];
+  }
+  Attention(layer, n, pos0);
+  Project(layer, attn_out_.data(), n, {{&w.wo, tmp_.data(), dim, Projection::kO}});
+  k.add(x_in, tmp_.data(), x_mid_.data(), n * dim);
+
+  for (int64_t t = 0; t < n; ++t) k.rms_norm(x_mid_.data() + t * dim, w.ffn_norm, ffn_in_.data() + t * dim, dim, c.rms_eps);
+  Project(layer, ffn_in_.data(), n,
+          {{&w.gate, gate_.data(), ffn, Projection::kGate}, {&w.up, up_.data(), ffn, Projection::kUp}});
+  k.swiglu(gate_.data(), up_.data(), ffn_act_.data(), n * ffn);
+  Project(layer, ffn_act_.data(), n, {{&w.down, tmp_.data(), dim, Projection::kDown}});
+  k.add(x_mid_.data(), tmp_.data(), x_out, n * dim);
+
+  if (observer_ != nullptr) {
+    LayerActivations a{};
+    a.layer = layer;
+    a.n_tokens = n;
+    a.pos0 = pos0;
+    a.x_in = x_in;
+    a.attn_in = attn_in_.data();
+    a.q = q_.data();
+    a.v = v_.data();
+    a.k_cache = cache_->k(layer, 0);
+    a.v_t_cache = cache_->v_t(layer);
+    a.v_stride = v_stride;
+    a.attn_out = attn_out_.data();
+    a.x_mid = x_mid_.data();
+    a.ffn_in = ffn_in_.data();
+    a.gate = gate_.data();
+    a.up = up_.data();
+    a.ffn_act = ffn_act_.data();
+    a.x_out = x_out;
+    observer_->OnLayer(a);
+  }
+}
+
+void InferenceSession::ForwardChunk(const int32_t* tokens, int64_t n, bool last_chunk) {
+  const ModelConfig& c = model_.config();
+  const KernelTable& k = *ctx_.kernels;
+  const int64_t dim = c.dim;
+  const int64_t pos0 = cache_->size();
+  // Each layer reads x_in_ and writes x_; swapping the vectors (pointer swap, no copy)
+  // makes the output the next layer's input.
+  for (int64_t t = 0; t < n; ++t) model_.EmbedToken(tokens[t], x_in_.data() + t * dim);
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    ForwardLayer(l, n, pos0);
+    std::swap(x_, x_in_);
+  }
+  cache_->set_size(pos0 + n);
+  const float* x = x_in_.data();  // the last layer's output after the final swap
+
+  // Logits: every token with all_logits, else only the Eval's last token.
+  int64_t first = n - 1;
+  float* out = logits_.data();
+  if (options_.all_logits) {
+    first = 0;
+    out = logits_.data() + static_cast<size_t>(logit_row_) * static_cast<size_t>(c.vocab_size);
+    logit_row_ += n;
+  } else if (!last_chunk) {
+    return;
+  }
+  const int64_t rows = n - first;
+  for (int64_t t = first; t < n; ++t) {
+    k.rms_norm(x + t * dim, model_.output_norm(), tmp_.data() + (t - first) * dim, dim, c.rms_eps);
+  }
+  Project(-1, tmp_.data(), rows, {{&model_.output(), out, c.vocab_size, Projection::kO}});
+}
+
+// ---- Generation ------------------------------------------------------------------------
+
+Result<GenerateResult> Generate(InferenceSession& session, Sampler& sampler, std::span<const int32_t> prompt,
+                                const GenerateOptions& options, const TokenCallback& on_token) {
+  using Clock = std::chrono::steady_clock;
+  if (prompt.empty()) return InvalidArgumentError("the prompt must hold at least one token");
+  if (options.max_tokens < 0) return InvalidArgumentError("max_tokens must be >= 0");
+  const Tokenizer& tok = session.model().tokenizer();
+  GenerateResult r;
+  r.prompt_tokens = static_cast<int64_t>(prompt.size());
+  r.tokens.reserve(static_cast<size_t>(std::min(options.max_tokens, session.n_ctx())));
+
+  const auto t0 = Clock::now();
+  FLT_RETURN_IF_ERROR(session.Eval(prompt));
+  const auto t1 = Clock::now();
+  r.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+  if (options.penalize_prompt) {
+    for (int32_t t : prompt) sampler.Accept(t);
+  }
+  auto is_stop = [&](int32_t t) {
+    if (options.stop_at_eos && t == tok.eos_id()) return true;
+    return std::find(options.stop_tokens.begin(), options.stop_tokens.end(), t) != options.stop_tokens.end();
+  };
+
+  r.stop_reason = StopReason::kMaxTokens;
+  for (int64_t i = 0; i < options.max_tokens; ++i) {
+    const int32_t t = sampler.Sample(session.logits());
+    if (is_stop(t)) {
+      r.stop_reason = StopReason::kStopToken;
+      r.stop_token = t;
+      break;
+    }
+    sampler.Accept(t);
+    r.tokens.push_back(t);
+    const bool go_on = !on_token || on_token(t, tok.TokenPiece(t));
+    if (session.n_past() >= session.n_ctx()) {  // no room to evaluate it
+      r.stop_reason = go_on ? StopReason::kContextFull : StopReason::kCallback;
+      break;
+    }
+    const int32_t one[1] = {t};
+    FLT_RETURN_IF_ERROR(session.Eval(one));
+    if (!go_on) {
+      r.stop_reason = StopReason::kCallback;
+      break;
+    }
+  }
+  r.decode_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
+  return r;
+}
+
+}  // namespace flotilla::model
