@@ -668,6 +668,34 @@ OtaReport.health = 7 message HealthFigures
 OtaReport.nonce = 8 bytes
 OtaReport.timestamp_ms = 9 int64
 OtaReport.bytes_downloaded = 10 uint64
+OtaReleaseCounter.name = 1 string
+OtaReleaseCounter.counter = 2 uint64
+OtaTrustedState.root = 1 bytes
+OtaTrustedState.timestamp = 2 bytes
+OtaTrustedState.snapshot = 3 bytes
+OtaTrustedState.targets = 4 bytes
+OtaTrustedState.director_version = 5 uint64
+OtaTrustedState.release_counters = 6 repeated message OtaReleaseCounter
+OtaTrustedState.last_cycle_time_ms = 7 int64
+OtaJournalRecord.state = 1 enum OtaState
+OtaJournalRecord.cycle_time_ms = 2 int64
+OtaJournalRecord.target = 3 message TargetInfo
+OtaJournalRecord.deployment_id = 4 string
+OtaJournalRecord.nonce = 5 bytes
+OtaJournalRecord.next_chunk = 6 uint64
+OtaJournalRecord.etag = 7 string
+OtaJournalRecord.bytes_downloaded = 8 uint64
+OtaJournalRecord.download_failures = 9 uint32
+OtaJournalRecord.health_attempts = 10 uint32
+OtaJournalRecord.prev_slot = 11 string
+OtaJournalRecord.new_slot = 12 string
+OtaJournalRecord.outcome = 13 enum OtaOutcome
+OtaJournalRecord.error = 14 string
+OtaJournalRecord.failed_state = 15 enum OtaState
+OtaJournalRecord.health = 16 message HealthFigures
+OtaJournalRecord.pending_report = 17 bytes
+OtaJournalRecord.report_attempts = 18 uint32
+OtaJournalRecord.last_rolled_back_sha256 = 19 bytes
 )";
 
 TEST(MessagesTest, V1WireFormatIsFrozen) {

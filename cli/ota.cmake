@@ -1,0 +1,1 @@
+target_link_libraries(flotilla PRIVATE flotilla_ota flotilla_ota_repo)
