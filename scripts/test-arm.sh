@@ -23,15 +23,17 @@ cmake -S "${root}" -B "${build}" -G Ninja \
   -DFLOTILLA_ENGINE_ONLY=ON -DFLOTILLA_BUILD_BENCH=OFF -DFLOTILLA_BUILD_TESTS=ON >/dev/null
 
 targets=(kernels_test)
-if ninja -C "${build}" -t targets all 2>/dev/null | grep -q '^model_test:'; then
-  targets+=(model_test)
-fi
+for optional in model_test c_api_test; do
+  if ninja -C "${build}" -t targets all 2>/dev/null | grep -q "^${optional}:"; then
+    targets+=("${optional}")
+  fi
+done
 ninja -C "${build}" -j "${jobs}" "${targets[@]}"
 
 export QEMU_LD_PREFIX="${sysroot}"
 status=0
 for t in "${targets[@]}"; do
-  exe="${build}/device-sdk/${t}"
+  exe="$(find "${build}/device-sdk" -maxdepth 2 -type f -name "${t}" | head -1)"
   echo "== ${t} (qemu-aarch64 -cpu max)"
   # -cpu max: ARMv8.x with ASIMD dot product (and i8mm), so every NEON path runs.
   if ! qemu-aarch64 -L "${sysroot}" -cpu max "${exe}" --gtest_brief=1; then
