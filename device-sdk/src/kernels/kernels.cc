@@ -47,17 +47,6 @@ const Tables& AllTables() {
 // chunk of a matrix has a partial tile.
 constexpr int64_t kRowGrain = 16;
 
-GemmFn GemmFor(const KernelTable& k, GgmlType type) {
-  switch (type) {
-    case GgmlType::kF32: return k.gemm_f32;
-    case GgmlType::kF16: return k.gemm_f16;
-    case GgmlType::kQ8_0: return k.gemm_q8_0;
-    case GgmlType::kQ4_0: return k.gemm_q4_0;
-    case GgmlType::kQ4_K: return k.gemm_q4_k;
-    case GgmlType::kQ6_K: return k.gemm_q6_k;
-    default: return nullptr;
-  }
-}
 
 const KernelTable& Resolve(const ComputeContext& ctx) {
   return ctx.kernels != nullptr ? *ctx.kernels : ActiveKernels();
@@ -184,7 +173,7 @@ void MatMulQuantized(const WeightMatrix& w, const QuantizedActivations& xq, floa
   a.y = y;
   a.ldy = ldy == 0 ? w.rows : ldy;
   FLT_CHECK(a.ldy >= w.rows);
-  const GemmFn fn = GemmFor(k, w.type);
+  const GemmFn fn = GemmKernelFor(k, w.type);
   ParallelFor(ctx.pool, w.rows, kRowGrain, [&](int64_t b, int64_t e) { fn(a, b, e); });
 }
 
@@ -233,6 +222,18 @@ void MatMulTransposed(const WeightMatrix& w, const float* dy, int64_t n, float* 
       for (int64_t t = 0; t < n; ++t) k.axpy(dy[t * w.rows + r], src, dx + t * w.cols + c0, width);
     }
   });
+}
+
+GemmFn GemmKernelFor(const KernelTable& k, GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32: return k.gemm_f32;
+    case GgmlType::kF16: return k.gemm_f16;
+    case GgmlType::kQ8_0: return k.gemm_q8_0;
+    case GgmlType::kQ4_0: return k.gemm_q4_0;
+    case GgmlType::kQ4_K: return k.gemm_q4_k;
+    case GgmlType::kQ6_K: return k.gemm_q6_k;
+    default: return nullptr;
+  }
 }
 
 }  // namespace flotilla::model

@@ -41,15 +41,9 @@ ActFormat FormatFor(GgmlType t) {
 }
 
 GemmFn GemmFor(const KernelTable& k, GgmlType type) {
-  switch (type) {
-    case GgmlType::kF32: return k.gemm_f32;
-    case GgmlType::kF16: return k.gemm_f16;
-    case GgmlType::kQ8_0: return k.gemm_q8_0;
-    case GgmlType::kQ4_0: return k.gemm_q4_0;
-    case GgmlType::kQ4_K: return k.gemm_q4_k;
-    case GgmlType::kQ6_K: return k.gemm_q6_k;
-    default: FLT_CHECK_MSG(false, "no GEMM kernel for this weight type"); return nullptr;
-  }
+  GemmFn fn = GemmKernelFor(k, type);
+  FLT_CHECK_MSG(fn != nullptr, "no GEMM kernel for this weight type");
+  return fn;
 }
 
 }  // namespace

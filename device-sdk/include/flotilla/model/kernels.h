@@ -97,6 +97,10 @@ const KernelTable* GetKernelTable(CpuPath path);
 // The table of ActiveCpuPath() (never null).
 const KernelTable& ActiveKernels();
 
+// The GEMM micro-kernel of `k` for weights of `type`, or nullptr if MatMul does not
+// support the type.
+GemmFn GemmKernelFor(const KernelTable& k, GgmlType type);
+
 // ---- Matrices ----
 
 // A weight matrix in memory (not owned): `rows` rows of `cols` elements of `type`, row r
