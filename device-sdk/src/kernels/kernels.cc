@@ -174,7 +174,7 @@ void MatMulQuantized(const WeightMatrix& w, const QuantizedActivations& xq, floa
   a.ldy = ldy == 0 ? w.rows : ldy;
   FLT_CHECK(a.ldy >= w.rows);
   const GemmFn fn = GemmKernelFor(k, w.type);
-  ParallelFor(ctx.pool, w.rows, kRowGrain, [&](int64_t b, int64_t e) { fn(a, b, e); });
+  ParallelFor(ctx.pool, w.rows, kRowGrain, [&](int64_t b, int64_t e) { RunGemmRows(fn, a, b, e); });
 }
 
 void MatMul(const WeightMatrix& w, const float* x, int64_t n, float* y, const ComputeContext& ctx, int64_t ldy) {
@@ -222,6 +222,32 @@ void MatMulTransposed(const WeightMatrix& w, const float* dy, int64_t n, float* 
       for (int64_t t = 0; t < n; ++t) k.axpy(dy[t * w.rows + r], src, dx + t * w.cols + c0, width);
     }
   });
+}
+
+void RunGemmRows(GemmFn fn, const GemmArgs& a, int64_t r0, int64_t r1) {
+  // Decode streams each weight once from memory. The hardware prefetcher does not keep
+  // up with the kernels' several-rows-in-lockstep reads (measured ~2x slower than a
+  // prefetched stream on the dev VM), so fetch the next slice of rows while the kernel
+  // works on this one. Slices are whole row tiles, so the results do not change.
+  constexpr int64_t kPrefetchRows = 16;     // a multiple of every GEMM row tile
+  constexpr int64_t kPrefetchMaxTokens = 2;  // beyond this the weights are reused, not streamed
+  if (a.n_tokens > kPrefetchMaxTokens) {
+    fn(a, r0, r1);
+    return;
+  }
+  const auto* w = static_cast<const char*>(a.w);
+  const size_t rb = a.w_row_bytes;
+  auto prefetch = [&](int64_t from, int64_t to) {
+    const char* p = w + static_cast<size_t>(from) * rb;
+    const size_t n = static_cast<size_t>(to - from) * rb;
+    for (size_t off = 0; off < n; off += 64) __builtin_prefetch(p + off, 0, 3);
+  };
+  prefetch(r0, std::min(r0 + kPrefetchRows, r1));
+  for (int64_t r = r0; r < r1; r += kPrefetchRows) {
+    const int64_t next = std::min(r + kPrefetchRows, r1);
+    prefetch(next, std::min(next + kPrefetchRows, r1));
+    fn(a, r, next);
+  }
 }
 
 GemmFn GemmKernelFor(const KernelTable& k, GgmlType type) {

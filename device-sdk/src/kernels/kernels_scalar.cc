@@ -4,24 +4,13 @@
 #include <cmath>
 #include <cstring>
 
+#include "flotilla/model/quant.h"
 #include "kernels_internal.h"
 
 namespace flotilla::model::internal {
 namespace {
 
 inline float H(Half h) { return HalfToFloat(h); }
-
-void QuantizeRowQ8_0(const float* x, BlockQ8_0* y, int64_t n) {
-  const int64_t nb = n / kQK8_0;
-  for (int64_t i = 0; i < nb; ++i, x += kQK8_0) {
-    float amax = 0.0f;
-    for (int j = 0; j < kQK8_0; ++j) amax = std::fmax(amax, std::fabs(x[j]));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    y[i].d = FloatToHalf(d);
-    for (int j = 0; j < kQK8_0; ++j) y[i].qs[j] = static_cast<int8_t>(std::round(x[j] * id));
-  }
-}
 
 // ggml's nearest_int: round half to even through the float mantissa (|f| < 2^22).
 inline int NearestInt(float f) {
@@ -173,49 +162,6 @@ void GemmViaDot(const GemmArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
-void DequantizeQ8_0(const BlockQ8_0* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n / kQK8_0; ++i) {
-    const float d = H(x[i].d);
-    for (int j = 0; j < kQK8_0; ++j) y[i * kQK8_0 + j] = static_cast<float>(x[i].qs[j]) * d;
-  }
-}
-
-void DequantizeQ4_0(const BlockQ4_0* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n / kQK4_0; ++i) {
-    const float d = H(x[i].d);
-    for (int j = 0; j < kQK4_0 / 2; ++j) {
-      y[i * kQK4_0 + j] = static_cast<float>((x[i].qs[j] & 0x0f) - 8) * d;
-      y[i * kQK4_0 + j + kQK4_0 / 2] = static_cast<float>((x[i].qs[j] >> 4) - 8) * d;
-    }
-  }
-}
-
-void DequantizeQ4_K(const BlockQ4_K* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const float d = H(x[i].d);
-    const float dmin = H(x[i].dmin);
-    for (int j = 0; j < kQK_K / 32; ++j) {
-      int sc = 0;
-      int m = 0;
-      ScaleMinK4(j, x[i].scales, &sc, &m);
-      const float d1 = d * static_cast<float>(sc);
-      const float m1 = dmin * static_cast<float>(m);
-      const uint8_t* q = x[i].qs + (j / 2) * 32;
-      const int shift = (j % 2) * 4;
-      for (int l = 0; l < 32; ++l) y[i * kQK_K + j * 32 + l] = d1 * static_cast<float>((q[l] >> shift) & 0x0f) - m1;
-    }
-  }
-}
-
-void DequantizeQ6_K(const BlockQ6_K* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const float d = H(x[i].d);
-    for (int l = 0; l < kQK_K; ++l) {
-      y[i * kQK_K + l] = d * static_cast<float>(x[i].scales[l / 16]) * static_cast<float>(Q6KValue(x[i], l));
-    }
-  }
-}
-
 void ConvertF16(const Half* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = H(x[i]);
 }
@@ -304,10 +250,10 @@ void FillScalarKernels(KernelTable* t) {
   t->gemm_q4_0 = GemmViaDot<BlockQ4_0, BlockQ8_0, DotQ4_0>;
   t->gemm_q4_k = GemmViaDot<BlockQ4_K, BlockQ8_K, DotQ4_K>;
   t->gemm_q6_k = GemmViaDot<BlockQ6_K, BlockQ8_K, DotQ6_K>;
-  t->dequantize_row_q8_0 = DequantizeQ8_0;
-  t->dequantize_row_q4_0 = DequantizeQ4_0;
-  t->dequantize_row_q4_k = DequantizeQ4_K;
-  t->dequantize_row_q6_k = DequantizeQ6_K;
+  t->dequantize_row_q8_0 = DequantizeRowQ8_0;
+  t->dequantize_row_q4_0 = DequantizeRowQ4_0;
+  t->dequantize_row_q4_k = DequantizeRowQ4_K;
+  t->dequantize_row_q6_k = DequantizeRowQ6_K;
   t->convert_f16_f32 = ConvertF16;
   t->rms_norm = RmsNorm;
   t->softmax = Softmax;

@@ -19,15 +19,6 @@ constexpr int64_t kSerialQuantizeRows = 4;
 // Query tokens per attention work item in prefill: bounds the score scratch and the
 // causal waste (positions a block computes but its earlier tokens mask out).
 constexpr int64_t kAttnBlock = 32;
-// Weight prefetching in decode-sized matmuls: rows per slice (a multiple of the kernels'
-// row tiles) and the largest token count that still streams weights.
-constexpr int64_t kPrefetchRows = 16;
-constexpr int64_t kPrefetchMaxTokens = 2;
-
-inline void PrefetchBytes(const char* p, size_t n) {
-  for (size_t off = 0; off < n; off += 64) __builtin_prefetch(p + off, 0, 3);
-}
-
 enum class ActFormat { kFloat, kQ8_0, kQ8_K };
 
 ActFormat FormatFor(GgmlType t) {
@@ -228,30 +219,12 @@ void InferenceSession::Project(int64_t layer, const float* x, int64_t n, std::in
   }
   // One parallel-for over the concatenated rows of all matrices (Q, K and V together):
   // a third of the thread wake-ups, and no thread idles at a matrix boundary.
-  const bool prefetch = n <= kPrefetchMaxTokens;
   ParallelFor(ctx_.pool, total_rows, kRowGrain, [&](int64_t b, int64_t e) {
     for (int i = 0; i < n_jobs; ++i) {
       const Job& j = jobs[i];
       const int64_t lo = std::max(b, j.row0) - j.row0;
       const int64_t hi = std::min(e, j.row0 + j.rows) - j.row0;
-      if (lo >= hi) continue;
-      if (!prefetch) {
-        j.fn(j.a, lo, hi);
-        continue;
-      }
-      // Decode streams each weight once from memory. The hardware prefetcher does not
-      // keep up with the kernels' several-rows-in-lockstep reads (measured ~2x slower
-      // than a prefetched stream on the dev VM), so fetch the next slice of rows while
-      // the kernel works on this one.
-      const auto* w = static_cast<const char*>(j.a.w);
-      const size_t rb = j.a.w_row_bytes;
-      PrefetchBytes(w + static_cast<size_t>(lo) * rb, static_cast<size_t>(std::min(kPrefetchRows, hi - lo)) * rb);
-      for (int64_t r = lo; r < hi; r += kPrefetchRows) {
-        const int64_t r1 = std::min(r + kPrefetchRows, hi);
-        const int64_t r2 = std::min(r1 + kPrefetchRows, hi);
-        PrefetchBytes(w + static_cast<size_t>(r1) * rb, static_cast<size_t>(r2 - r1) * rb);
-        j.fn(j.a, r, r1);
-      }
+      if (lo < hi) RunGemmRows(j.fn, j.a, lo, hi);
     }
   });
   if (adapter_ != nullptr && layer >= 0) {

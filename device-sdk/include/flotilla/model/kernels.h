@@ -101,6 +101,11 @@ const KernelTable& ActiveKernels();
 // support the type.
 GemmFn GemmKernelFor(const KernelTable& k, GgmlType type);
 
+// fn(a, r0, r1), with software prefetch of the next weight rows when the call is
+// decode-sized (n_tokens <= 2) and so streams the weights from memory. Same results as
+// calling fn directly. MatMul uses it; callers of GEMM micro-kernels should too.
+void RunGemmRows(GemmFn fn, const GemmArgs& a, int64_t r0, int64_t r1);
+
 // ---- Matrices ----
 
 // A weight matrix in memory (not owned): `rows` rows of `cols` elements of `type`, row r
