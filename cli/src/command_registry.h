@@ -1,7 +1,12 @@
 // Subcommands register themselves here, one file per command group, so adding a command
 // never edits main.cc:
 //
-//   static flotilla::cli::CommandRegistration reg("model", [](CLI::App& app) { ... });
+//   static flotilla::cli::CommandRegistration reg("model", [](CLI::App& root) { ... });
+//
+// A group may also grow from several files: a registration named "parent.child" gets
+// the parent's CLI::App (registered first) instead of the root, e.g.
+//
+//   static flotilla::cli::CommandRegistration reg("model.merge", [](CLI::App& model) { ... });
 #pragma once
 
 #include <CLI/CLI.hpp>

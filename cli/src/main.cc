@@ -34,8 +34,26 @@ int main(int argc, char** argv) {
   });
 
   auto& commands = flotilla::cli::Commands();
-  std::sort(commands.begin(), commands.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
-  for (auto& c : commands) c.registrar(app);
+  // Top-level groups first (sorted, so --help lists them in order), then "parent.child"
+  // registrations into their parent.
+  std::sort(commands.begin(), commands.end(), [](const auto& a, const auto& b) {
+    const bool a_child = a.name.find('.') != std::string::npos;
+    const bool b_child = b.name.find('.') != std::string::npos;
+    return a_child != b_child ? b_child : a.name < b.name;
+  });
+  for (auto& c : commands) {
+    const size_t dot = c.name.find('.');
+    if (dot == std::string::npos) {
+      c.registrar(app);
+      continue;
+    }
+    try {
+      c.registrar(*app.get_subcommand(c.name.substr(0, dot)));
+    } catch (const CLI::OptionNotFound&) {
+      std::cerr << "internal error: command " << c.name << " has no parent group\n";
+      return 70;
+    }
+  }
 
   try {
     app.parse(argc, argv);
