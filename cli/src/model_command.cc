@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "command_registry.h"
+#include "lora_options.h"
 #include "flotilla/model/cpu_features.h"
 #include "flotilla/model/gguf.h"
 #include "flotilla/model/inference.h"
@@ -196,6 +197,7 @@ struct GenOptions {
   std::optional<uint64_t> seed;
   bool no_bos = false;
   bool ignore_eos = false;
+  std::vector<std::string> loras;  // --lora FILE[:scale]
   RunOptions run;
 };
 
@@ -209,6 +211,9 @@ int RunGenerate(const GenOptions& o) {
   if (Status s = ApplyCpuPath(o.run.cpu_path, &io.cpu_path); !s.ok()) return Fail(s);
   Result<std::unique_ptr<InferenceSession>> session = InferenceSession::Create(model, io);
   if (!session.ok()) return Fail(session.status());
+  Result<std::unique_ptr<LoadedLoras>> loras = LoadLoras(model, o.model, o.loras);
+  if (!loras.ok()) return Fail(loras.status());
+  if (!(*loras)->applier.empty()) (*session)->set_adapter(&(*loras)->applier);
   SamplerParams sp;
   sp.temperature = o.temp;
   sp.top_k = o.top_k;
@@ -379,6 +384,7 @@ CommandRegistration model_registration("model", [](CLI::App& root) {
   gen->add_option("--seed", go->seed, "Sampling seed (default: random); not for security");
   gen->add_flag("--no-bos", go->no_bos, "Do not prepend BOS");
   gen->add_flag("--ignore-eos", go->ignore_eos, "Keep generating past EOS");
+  gen->add_option("--lora", go->loras, "LoRA adapter FILE[:scale] (repeatable)");
   AddRunOptions(gen, &go->run);
   gen->callback([go] { ExitCode() = RunGenerate(*go); });
 

@@ -2,6 +2,7 @@
 // from the standard library is the realistic one) and maps Status codes to flt_status.
 #include "flotilla/flotilla.h"
 
+#include <cmath>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -9,15 +10,32 @@
 #include <string>
 #include <vector>
 
+#include "flotilla/model/adapter_file.h"
 #include "flotilla/model/cpu_features.h"
 #include "flotilla/model/inference.h"
 #include "flotilla/model/llama_model.h"
+#include "flotilla/model/lora.h"
 #include "flotilla/model/sampler.h"
 
 struct flt_model {
   std::unique_ptr<flotilla::model::LlamaModel> model;
   std::mutex mu;
   std::unique_ptr<flotilla::model::InferenceSession> session;  // GUARDED_BY(mu)
+  std::string path;  // the model file, for the base hash adapters are checked against
+  // The adapter generation applies (shared with its flt_adapter handle, which may be
+  // freed first) and the hook installed in `session` while one is set.
+  std::shared_ptr<const flotilla::model::LoraAdapter> adapter;  // GUARDED_BY(mu)
+  flotilla::model::LoraApplier applier;                         // GUARDED_BY(mu)
+  // SHA-256 of the model file, computed on first need (flt_adapter_load takes a const
+  // model: the cache does not change what the model is).
+  mutable std::once_flag hash_once;
+  mutable flotilla::Status hash_status;  // written once under hash_once
+  mutable std::string sha256;            // written once under hash_once
+};
+
+struct flt_adapter {
+  const flt_model* model;  // the model it was validated against
+  std::shared_ptr<const flotilla::model::LoraAdapter> adapter;
 };
 
 namespace {
@@ -130,6 +148,7 @@ flt_status flt_model_load(const char* path, const flt_model_params* params, flt_
     flotilla::Result<std::unique_ptr<flotilla::model::LlamaModel>> model = flotilla::model::LlamaModel::Open(path);
     if (!model.ok()) return Fail(model.status());
     m->model = std::move(*model);
+    m->path = path;
     flotilla::Result<std::unique_ptr<flotilla::model::InferenceSession>> session =
         flotilla::model::InferenceSession::Create(*m->model, o);
     if (!session.ok()) return Fail(session.status());
@@ -239,6 +258,61 @@ flt_status flt_model_generate(flt_model* model, const char* prompt, size_t promp
     if (buffer_full) {
       return Fail(FLT_ERR_BUFFER_TOO_SMALL, "generated text exceeds the buffer of " + std::to_string(text_capacity) +
                                                 " bytes; stopped after " + std::to_string(used) + " bytes");
+    }
+    return FLT_OK;
+  });
+}
+
+flt_status flt_adapter_load(const flt_model* model, const char* path, flt_adapter** out_adapter) {
+  return Guard([&]() -> flt_status {
+    if (model == nullptr || path == nullptr || out_adapter == nullptr) {
+      return Fail(FLT_ERR_INVALID_ARGUMENT, "model, path and out_adapter must be set");
+    }
+    *out_adapter = nullptr;
+    auto file = flotilla::model::GgufFile::Open(path);
+    if (!file.ok()) return Fail(file.status().WithContext(std::string("loading adapter ") + path));
+    std::string base_hash;
+    if ((*file)->Find("flotilla.adapter.base_sha256") != nullptr) {
+      // Hash the model file once per model, on the first adapter that records a base.
+      const flt_model* m = model;
+      std::call_once(m->hash_once, [m] {
+        auto h = flotilla::model::ModelFileSha256(m->path);
+        if (h.ok()) {
+          m->sha256 = std::move(*h);
+        } else {
+          m->hash_status = h.status();
+        }
+      });
+      if (!model->hash_status.ok()) return Fail(model->hash_status);
+      base_hash = model->sha256;
+    }
+    auto adapter = flotilla::model::ReadAdapter(**file, *model->model, base_hash);
+    if (!adapter.ok()) return Fail(adapter.status().WithContext(std::string("loading adapter ") + path));
+    auto handle = std::make_unique<flt_adapter>();
+    handle->model = model;
+    handle->adapter = std::make_shared<const flotilla::model::LoraAdapter>(std::move(*adapter));
+    *out_adapter = handle.release();
+    return FLT_OK;
+  });
+}
+
+void flt_adapter_free(flt_adapter* adapter) { delete adapter; }
+
+flt_status flt_model_set_adapter(flt_model* model, const flt_adapter* adapter, float scale) {
+  return Guard([&]() -> flt_status {
+    if (model == nullptr) return Fail(FLT_ERR_INVALID_ARGUMENT, "model must be set");
+    if (adapter != nullptr && adapter->model != model) {
+      return Fail(FLT_ERR_INVALID_ARGUMENT, "the adapter was loaded for another model");
+    }
+    if (!std::isfinite(scale)) return Fail(FLT_ERR_INVALID_ARGUMENT, "adapter scale must be finite");
+    std::lock_guard<std::mutex> lock(model->mu);
+    model->applier.Clear();
+    model->adapter.reset();
+    model->session->set_adapter(nullptr);
+    if (adapter != nullptr) {
+      model->adapter = adapter->adapter;
+      model->applier.Add(model->adapter.get(), scale);
+      model->session->set_adapter(&model->applier);
     }
     return FLT_OK;
   });

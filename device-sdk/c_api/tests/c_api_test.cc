@@ -1,14 +1,18 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "flotilla/core/file.h"
 #include "flotilla/flotilla.h"
 #include "flotilla/flotilla.hpp"
+#include "flotilla/model/adapter_file.h"
 #include "flotilla/model/inference.h"
+#include "flotilla/model/lora.h"
 #include "flotilla/model/model_file.h"
 
 namespace {
@@ -202,6 +206,105 @@ TEST_F(CApiTest, ExampleProgramRuns) {
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("prompt: 3 tokens (vocab 259, context 64)"), std::string::npos) << out;
   EXPECT_NE(out.find("generated 8 tokens"), std::string::npos) << out;
+}
+
+// ---- LoRA adapters -------------------------------------------------------------------
+
+// Writes an adapter for the test model with B large enough to change greedy output.
+std::string WriteTestAdapter(const std::string& model_path, const std::string& name, const std::string& base_hash) {
+  auto model = flotilla::model::LlamaModel::Open(model_path);
+  FLT_CHECK_OK(model.status());
+  flotilla::model::LoraConfig lc;
+  lc.rank = 4;
+  lc.targets = *flotilla::model::ParseProjections("all");
+  lc.a_seed = 17;
+  auto adapter = flotilla::model::LoraAdapter::Create((*model)->config(), lc);
+  FLT_CHECK_OK(adapter.status());
+  flotilla::model::SplitMix64 rng(3);
+  for (auto& m : adapter->matrices()) {
+    for (float& v : m.b) v = 4.0f * rng.NextSymmetric();
+  }
+  adapter->base_hash = base_hash;
+  const std::string path = (std::filesystem::path(model_path).parent_path() / name).string();
+  FLT_CHECK_OK(flotilla::model::SaveAdapter(*adapter, path));
+  return path;
+}
+
+std::vector<int32_t> GreedyTokens(flt_model* m, const std::string& prompt) {
+  flt_generate_params gp = flt_generate_default_params();
+  gp.temperature = 0.0f;
+  gp.max_tokens = 16;
+  gp.stop_at_eos = 0;
+  Collected c;
+  EXPECT_EQ(flt_model_generate(m, prompt.data(), prompt.size(), &gp, nullptr, 0, nullptr, Collect, &c, nullptr), FLT_OK)
+      << flt_last_error();
+  return c.tokens;
+}
+
+TEST_F(CApiTest, AdapterChangesGenerationLikeTheLibraryAndCanBeCleared) {
+  auto hash = flotilla::model::ModelFileSha256(path_);
+  ASSERT_TRUE(hash.ok());
+  const std::string adapter_path = WriteTestAdapter(path_, "capi-adapter.gguf", *hash);
+  flt::ModelPtr m = Load();
+  const std::vector<int32_t> base = GreedyTokens(m.get(), "Fleet");
+
+  flt_status st;
+  flt::AdapterPtr a = flt::LoadAdapter(m.get(), adapter_path.c_str(), &st);
+  ASSERT_EQ(st, FLT_OK) << flt_last_error();
+  ASSERT_EQ(flt_model_set_adapter(m.get(), a.get(), 0.75f), FLT_OK) << flt_last_error();
+  const std::vector<int32_t> adapted = GreedyTokens(m.get(), "Fleet");
+  EXPECT_NE(adapted, base);
+
+  // The same through the C++ library.
+  auto model = flotilla::model::LlamaModel::Open(path_);
+  ASSERT_TRUE(model.ok());
+  auto lib_adapter = flotilla::model::LoadAdapter(adapter_path, **model, *hash);
+  ASSERT_TRUE(lib_adapter.ok()) << lib_adapter.status().ToString();
+  flotilla::model::LoraApplier applier;
+  applier.Add(&*lib_adapter, 0.75f);
+  auto session = flotilla::model::InferenceSession::Create(**model);
+  ASSERT_TRUE(session.ok());
+  (*session)->set_adapter(&applier);
+  flotilla::model::SamplerParams sp;
+  sp.temperature = 0.0f;
+  auto sampler = flotilla::model::Sampler::Create(sp, 259);
+  flotilla::model::GenerateOptions go;
+  go.max_tokens = 16;
+  go.stop_at_eos = false;
+  auto r = flotilla::model::Generate(**session, **sampler, (*model)->tokenizer().Encode("Fleet", true), go);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->tokens, adapted);
+
+  // Freeing the handle while set is safe (the model keeps a reference); NULL clears.
+  a.reset();
+  EXPECT_EQ(GreedyTokens(m.get(), "Fleet"), adapted);
+  ASSERT_EQ(flt_model_set_adapter(m.get(), nullptr, 1.0f), FLT_OK);
+  EXPECT_EQ(GreedyTokens(m.get(), "Fleet"), base);
+}
+
+TEST_F(CApiTest, AdapterLoadFailuresHaveCodesAndMessages) {
+  flt::ModelPtr m = Load();
+  flt_adapter* a = reinterpret_cast<flt_adapter*>(0x1);
+  EXPECT_EQ(flt_adapter_load(m.get(), "/nonexistent/a.gguf", &a), FLT_ERR_NOT_FOUND);
+  EXPECT_EQ(a, nullptr);
+  EXPECT_EQ(flt_adapter_load(nullptr, "/x", &a), FLT_ERR_INVALID_ARGUMENT);
+  // A model file is not an adapter.
+  EXPECT_EQ(flt_adapter_load(m.get(), path_.c_str(), &a), FLT_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(flt_last_error()).find("general.type"), std::string::npos) << flt_last_error();
+  // An adapter recorded for another base.
+  const std::string other = WriteTestAdapter(path_, "capi-other-base.gguf", std::string(64, 'e'));
+  EXPECT_EQ(flt_adapter_load(m.get(), other.c_str(), &a), FLT_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(flt_last_error()).find("adapter is for base eeee"), std::string::npos) << flt_last_error();
+
+  // An adapter belongs to the model it was loaded for; scales must be finite.
+  const std::string ok_path = WriteTestAdapter(path_, "capi-nohash.gguf", "");
+  flt::AdapterPtr good = flt::LoadAdapter(m.get(), ok_path.c_str());
+  ASSERT_NE(good, nullptr) << flt_last_error();
+  flt::ModelPtr m2 = Load();
+  EXPECT_EQ(flt_model_set_adapter(m2.get(), good.get(), 1.0f), FLT_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(flt_model_set_adapter(m.get(), good.get(), std::nanf("")), FLT_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(flt_model_set_adapter(nullptr, nullptr, 1.0f), FLT_ERR_INVALID_ARGUMENT);
+  flt_adapter_free(nullptr);
 }
 
 }  // namespace

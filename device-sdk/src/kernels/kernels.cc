@@ -184,44 +184,118 @@ void MatMul(const WeightMatrix& w, const float* x, int64_t n, float* y, const Co
   MatMulQuantized(w, xq, y, ctx, ldy);
 }
 
-void MatMulTransposed(const WeightMatrix& w, const float* dy, int64_t n, float* dx, const ComputeContext& ctx) {
+namespace {
+
+// dX (+)= dY . W. Work items are (token range, column range) tiles of dX; an item walks
+// the rows of W in passes of a few rows, dequantizing its column range of those rows
+// into a small per-thread buffer that gemm_acc_f32 then multiplies with the matching
+// columns of dY. Every dX element is one FMA chain over the rows of W in order (passes
+// continue the chain), so tiling and thread count never change a result.
+void MatMulTransposedImpl(const WeightMatrix& w, const float* dy, int64_t n, float* dx, const ComputeContext& ctx,
+                          bool accumulate) {
   FLT_CHECK_OK(ValidateWeight(w));
   if (n <= 0) return;
   const KernelTable& k = Resolve(ctx);
   const int64_t bs = BlockSize(w.type);
   const size_t row_bytes = RowBytes(w.type, w.cols);
   const auto* wb = static_cast<const unsigned char*>(w.data);
-  // Column chunks: whole blocks, and at least 64 columns so the axpy loops are long.
-  const int64_t grain = std::max<int64_t>(bs, 64 / bs * bs);
-  ParallelFor(ctx.pool, w.cols, grain, [&](int64_t c0, int64_t c1) {
-    const int64_t width = c1 - c0;
-    thread_local std::vector<float> row;
-    if (row.size() < static_cast<size_t>(width)) row.resize(static_cast<size_t>(width));
-    float* buf = row.data();
-    for (int64_t t = 0; t < n; ++t) std::fill(dx + t * w.cols + c0, dx + t * w.cols + c1, 0.0f);
-    for (int64_t r = 0; r < w.rows; ++r) {
-      const unsigned char* wr = wb + static_cast<size_t>(r) * row_bytes;
-      const float* src = buf;
-      switch (w.type) {
-        case GgmlType::kF32: src = reinterpret_cast<const float*>(wr) + c0; break;
-        case GgmlType::kF16: k.convert_f16_f32(reinterpret_cast<const Half*>(wr) + c0, buf, width); break;
-        case GgmlType::kQ8_0:
-          k.dequantize_row_q8_0(reinterpret_cast<const BlockQ8_0*>(wr) + c0 / bs, buf, width);
-          break;
-        case GgmlType::kQ4_0:
-          k.dequantize_row_q4_0(reinterpret_cast<const BlockQ4_0*>(wr) + c0 / bs, buf, width);
-          break;
-        case GgmlType::kQ4_K:
-          k.dequantize_row_q4_k(reinterpret_cast<const BlockQ4_K*>(wr) + c0 / bs, buf, width);
-          break;
-        case GgmlType::kQ6_K:
-          k.dequantize_row_q6_k(reinterpret_cast<const BlockQ6_K*>(wr) + c0 / bs, buf, width);
-          break;
-        default: FLT_CHECK(false);
+  // Column ranges of whole blocks, 64 wide where the block allows (one AVX-512 tile
+  // row); narrower, then also split over tokens, only when there would be fewer than two
+  // items per thread (the pool hands items out dynamically). Each token range dequantizes
+  // its columns again, so columns are split first.
+  const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
+  const int64_t want = 2 * static_cast<int64_t>(threads);
+  int64_t width = std::max<int64_t>(bs, 64 / bs * bs);
+  if (threads > 1 && (w.cols + width - 1) / width < want) width = std::max<int64_t>(bs, 32 / bs * bs);
+  const int64_t col_chunks = (w.cols + width - 1) / width;
+  int64_t tok_chunks = 1;
+  if (threads > 1 && col_chunks < want) tok_chunks = std::clamp<int64_t>((want + col_chunks - 1) / col_chunks, 1, (n + 5) / 6);
+  const int64_t tok_size = (n + tok_chunks - 1) / tok_chunks;
+  // Rows per pass: the dequantized slice stays in L1 (32 KiB).
+  const int64_t pass_rows = std::max<int64_t>(8, 8192 / width);
+  ParallelFor(ctx.pool, col_chunks * tok_chunks, 1, [&](int64_t i0, int64_t i1) {
+    thread_local std::vector<float> buf;
+    if (w.type != GgmlType::kF32 && buf.size() < static_cast<size_t>(pass_rows * width)) {
+      buf.resize(static_cast<size_t>(pass_rows * width));
+    }
+    for (int64_t item = i0; item < i1; ++item) {
+      const int64_t c0 = item % col_chunks * width;
+      const int64_t c1 = std::min(w.cols, c0 + width);
+      const int64_t t0 = item / col_chunks * tok_size;
+      const int64_t t1 = std::min(n, t0 + tok_size);
+      if (t0 >= t1) continue;
+      const int64_t cw = c1 - c0;
+      if (!accumulate) {
+        for (int64_t t = t0; t < t1; ++t) std::fill(dx + t * w.cols + c0, dx + t * w.cols + c1, 0.0f);
       }
-      for (int64_t t = 0; t < n; ++t) k.axpy(dy[t * w.rows + r], src, dx + t * w.cols + c0, width);
+      for (int64_t r0 = 0; r0 < w.rows; r0 += pass_rows) {
+        const int64_t rr = std::min(pass_rows, w.rows - r0);
+        const float* b = buf.data();
+        int64_t ldb = width;
+        for (int64_t q = 0; q < rr && w.type != GgmlType::kF32; ++q) {
+          const unsigned char* wr = wb + static_cast<size_t>(r0 + q) * row_bytes;
+          float* out = buf.data() + q * width;
+          switch (w.type) {
+            case GgmlType::kF16: k.convert_f16_f32(reinterpret_cast<const Half*>(wr) + c0, out, cw); break;
+            case GgmlType::kQ8_0: k.dequantize_row_q8_0(reinterpret_cast<const BlockQ8_0*>(wr) + c0 / bs, out, cw); break;
+            case GgmlType::kQ4_0: k.dequantize_row_q4_0(reinterpret_cast<const BlockQ4_0*>(wr) + c0 / bs, out, cw); break;
+            case GgmlType::kQ4_K: k.dequantize_row_q4_k(reinterpret_cast<const BlockQ4_K*>(wr) + c0 / bs, out, cw); break;
+            case GgmlType::kQ6_K: k.dequantize_row_q6_k(reinterpret_cast<const BlockQ6_K*>(wr) + c0 / bs, out, cw); break;
+            default: FLT_CHECK(false);
+          }
+        }
+        if (w.type == GgmlType::kF32) {
+          b = reinterpret_cast<const float*>(wb + static_cast<size_t>(r0) * row_bytes) + c0;
+          ldb = w.cols;
+        }
+        const GemmAccArgs g{dy + t0 * w.rows + r0, w.rows, 1, b, ldb, dx + t0 * w.cols + c0, w.cols, t1 - t0, cw, rr};
+        k.gemm_acc_f32(g);
+      }
     }
   });
+}
+
+}  // namespace
+
+void MatMulTransposed(const WeightMatrix& w, const float* dy, int64_t n, float* dx, const ComputeContext& ctx) {
+  MatMulTransposedImpl(w, dy, n, dx, ctx, /*accumulate=*/false);
+}
+
+void MatMulTransposedAccumulate(const WeightMatrix& w, const float* dy, int64_t n, float* dx,
+                                const ComputeContext& ctx) {
+  MatMulTransposedImpl(w, dy, n, dx, ctx, /*accumulate=*/true);
+}
+
+void GemmAccumulate(const GemmAccArgs& args, const ComputeContext& ctx) {
+  FLT_CHECK(args.m >= 0 && args.n >= 0 && args.k >= 0);
+  if (args.m == 0 || args.n == 0 || args.k == 0) return;
+  const KernelTable& k = Resolve(ctx);
+  // Tiles of C: 24 rows (a multiple of every path's row tile) x 128 columns; the k range
+  // is walked in slices so the A and B panels of a tile stay in cache.
+  constexpr int64_t kTileM = 24;
+  constexpr int64_t kTileN = 128;
+  constexpr int64_t kSliceK = 256;
+  const int64_t tm = (args.m + kTileM - 1) / kTileM;
+  const int64_t tn = (args.n + kTileN - 1) / kTileN;
+  auto run = [&](int64_t b, int64_t e) {
+    for (int64_t item = b; item < e; ++item) {
+      const int64_t i0 = item / tn * kTileM;
+      const int64_t j0 = item % tn * kTileN;
+      for (int64_t p0 = 0; p0 < args.k; p0 += kSliceK) {
+        GemmAccArgs g = args;
+        g.a = args.a + i0 * args.a_si + p0 * args.a_sk;
+        g.b = args.b + p0 * args.ldb + j0;
+        g.c = args.c + i0 * args.ldc + j0;
+        g.m = std::min(kTileM, args.m - i0);
+        g.n = std::min(kTileN, args.n - j0);
+        g.k = std::min(kSliceK, args.k - p0);
+        k.gemm_acc_f32(g);
+      }
+    }
+  };
+  // Small products are not worth waking the pool.
+  const bool small = args.m * args.n * args.k < (int64_t{1} << 15);
+  ParallelFor(small ? nullptr : ctx.pool, tm * tn, 1, run);
 }
 
 void RunGemmRows(GemmFn fn, const GemmArgs& a, int64_t r0, int64_t r1) {

@@ -208,6 +208,20 @@ void Axpy(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+// The reference accumulating GEMM: one fused multiply-add chain per C element. fmaf
+// (not a*b+c) so every SIMD path can match it bit for bit with its FMA instructions.
+void GemmAccF32(const GemmAccArgs& g) {
+  for (int64_t i = 0; i < g.m; ++i) {
+    float* c = g.c + i * g.ldc;
+    const float* a = g.a + i * g.a_si;
+    for (int64_t j = 0; j < g.n; ++j) {
+      float acc = c[j];
+      for (int64_t p = 0; p < g.k; ++p) acc = __builtin_fmaf(a[p * g.a_sk], g.b[p * g.ldb + j], acc);
+      c[j] = acc;
+    }
+  }
+}
+
 }  // namespace
 
 // Angles in double (theta_i = pos * base^(-2i/d)), then rounded: more accurate than
@@ -263,6 +277,7 @@ void FillScalarKernels(KernelTable* t) {
   t->scale = Scale;
   t->axpy = Axpy;
   t->rope = RopeScalar;
+  t->gemm_acc_f32 = GemmAccF32;
 }
 
 }  // namespace flotilla::model::internal

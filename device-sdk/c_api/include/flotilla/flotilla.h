@@ -114,6 +114,28 @@ flt_status flt_model_generate(flt_model* model, const char* prompt, size_t promp
                               const flt_generate_params* params, char* text, size_t text_capacity, size_t* text_len,
                               flt_token_callback callback, void* user_data, flt_generate_stats* stats);
 
+/* ---- LoRA adapters ------------------------------------------------------------------
+ * Adapter files in llama.cpp's LoRA GGUF layout (see docs/lora.md). An adapter is loaded
+ * for one model and applied during its generation as y = W x + scale * alpha/rank * B(A x). */
+typedef struct flt_adapter flt_adapter;
+
+/* Loads and validates a LoRA adapter for `model`: shapes and tensors against the base,
+ * finite values, frozen-A stream, and, if the file records the SHA-256 of its base, that
+ * it equals the SHA-256 of the model file (else FLT_ERR_UNSUPPORTED, "adapter is for
+ * base ..."). FLT_ERR_INVALID_ARGUMENT for a malformed file (flt_last_error says what
+ * and where). On success *out_adapter owns the adapter; release it with
+ * flt_adapter_free. Thread-safe. */
+flt_status flt_adapter_load(const flt_model* model, const char* path, flt_adapter** out_adapter);
+/* NULL is a no-op. Safe while the adapter is set on a model: the model keeps its own
+ * reference until it is cleared, replaced or the model is freed. */
+void flt_adapter_free(flt_adapter* adapter);
+
+/* Makes later flt_model_generate calls apply `adapter` at `scale` (1 = as trained),
+ * replacing any adapter set before; NULL clears it (base model only). The adapter must
+ * have been loaded for this model (FLT_ERR_INVALID_ARGUMENT otherwise, or for a
+ * non-finite scale). Waits for a running generation on the model to finish. */
+flt_status flt_model_set_adapter(flt_model* model, const flt_adapter* adapter, float scale);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -21,4 +21,17 @@ inline ModelPtr LoadModel(const char* path, const flt_model_params* params = nul
   return ModelPtr(s == FLT_OK ? m : nullptr);
 }
 
+struct AdapterDeleter {
+  void operator()(flt_adapter* a) const noexcept { flt_adapter_free(a); }
+};
+using AdapterPtr = std::unique_ptr<flt_adapter, AdapterDeleter>;
+
+// Loads a LoRA adapter for `model`; on failure returns null and sets *status (if given).
+inline AdapterPtr LoadAdapter(const flt_model* model, const char* path, flt_status* status = nullptr) {
+  flt_adapter* a = nullptr;
+  const flt_status s = flt_adapter_load(model, path, &a);
+  if (status != nullptr) *status = s;
+  return AdapterPtr(s == FLT_OK ? a : nullptr);
+}
+
 }  // namespace flt

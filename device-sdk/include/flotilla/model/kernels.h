@@ -4,6 +4,7 @@
 // (ggml ne0 = cols); activations X have n_tokens rows of `cols` floats. Products:
 //   MatMul:           Y[n x rows]  = X[n x cols] . W^T    (prefill; n = 1 is decode)
 //   MatMulTransposed: dX[n x cols] = dY[n x rows] . W     (backprop through frozen W)
+//   GemmAccumulate:   C[m x n] += A[m x k] . B[k x n]      (float; training gradients)
 // Quantized weights use ggml's scheme: X is quantized per row to Q8_0 (for Q8_0/Q4_0 W)
 // or Q8_K (for Q4_K/Q6_K W) and integer block dot products are scaled in float.
 //
@@ -40,6 +41,22 @@ struct GemmArgs {
   int64_t ldy;
 };
 using GemmFn = void (*)(const GemmArgs& args, int64_t r0, int64_t r1);
+
+// Arguments of the accumulating float GEMM C[m x n] += A[m x k] . B[k x n]:
+// A(i, p) = a[i * a_si + p * a_sk] (any strides, so A may be a transposed view),
+// B(p, j) = b[p * ldb + j] (rows contiguous), C(i, j) = c[i * ldc + j].
+struct GemmAccArgs {
+  const float* a;
+  int64_t a_si;
+  int64_t a_sk;
+  const float* b;
+  int64_t ldb;
+  float* c;
+  int64_t ldc;
+  int64_t m;
+  int64_t n;
+  int64_t k;
+};
 
 // One path's kernels. `n` counts elements and must be a multiple of the block size of
 // the quantized type involved (32 for Q8_0/Q4_0, 256 for Q8_K/Q4_K/Q6_K). Pointers need
@@ -90,6 +107,11 @@ struct KernelTable {
   // token t at position pos0 + t rotates each adjacent pair (x[2i], x[2i+1]) of every
   // head by angle pos * theta_base^(-2i/head_dim). head_dim must be even.
   void (*rope)(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t pos0, float theta_base);
+
+  // C += A . B over the whole of `args`. Every C element is updated by one fused
+  // multiply-add chain c = fma(A(i,p), B(p,j), c) for p = 0..k-1 in order, so every path,
+  // tile shape and row/column split gives the same bits.
+  void (*gemm_acc_f32)(const GemmAccArgs& args);
 };
 
 // The table of `path`, or nullptr if this binary lacks it or the CPU cannot run it.
@@ -179,9 +201,18 @@ inline void MatVec(const WeightMatrix& w, const float* x, float* y, const Comput
 }
 
 // dX[n x cols] = dY[n x rows] . W (dX is overwritten), without materialising the
-// dequantized W: each thread owns a block-aligned column range of dX and walks the rows
-// of W, dequantizing one row segment at a time into a small buffer. Deterministic for
-// any thread count. Float math on the dequantized values (exact dequantization).
+// dequantized W: each work item owns a block-aligned column range of a range of dX rows
+// and walks the rows of W, dequantizing a few rows of its column range at a time into a
+// small buffer (exact dequantization) that gemm_acc_f32 consumes. Each dX element is one
+// fused multiply-add chain over the rows of W in order, so the result is bit-identical
+// for any thread count and CPU path.
 void MatMulTransposed(const WeightMatrix& w, const float* dy, int64_t n, float* dx, const ComputeContext& ctx = {});
+// Same, adding into dX (the chain starts from dX's current value): dX += dY . W.
+void MatMulTransposedAccumulate(const WeightMatrix& w, const float* dy, int64_t n, float* dx,
+                                const ComputeContext& ctx = {});
+
+// C += A . B (see GemmAccArgs), split over ctx.pool in tiles of C. C must not overlap A
+// or B. Bit-identical for any thread count and CPU path (see KernelTable::gemm_acc_f32).
+void GemmAccumulate(const GemmAccArgs& args, const ComputeContext& ctx = {});
 
 }  // namespace flotilla::model

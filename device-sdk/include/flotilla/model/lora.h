@@ -111,6 +111,11 @@ Result<LoraAdapter> MakeLoraAdapter(const ModelConfig& model, const LoraConfig& 
 // The frozen-A values of one matrix (see the file comment). out.size() = rank * in_dim.
 void GenerateFrozenA(uint64_t seed, int64_t layer, Projection p, int64_t rank, int64_t in_dim, std::span<float> out);
 
+// The RFC 8439 §2.3 ChaCha20 block function (20 rounds): 64 keystream bytes for
+// (key, counter, nonce). Exposed for the known-answer test of the frozen-A stream.
+void ChaCha20Block(std::span<const uint8_t, 32> key, uint32_t counter, std::span<const uint8_t, 12> nonce,
+                   std::span<uint8_t, 64> out);
+
 // Applies any number of adapters during inference (InferenceSession::set_adapter), each
 // with a user scale (llama.cpp's --lora-scaled): y += user_scale · alpha/rank · B(A x).
 // The adapters are not owned and must outlive the applier; they may be changed between
@@ -129,7 +134,7 @@ class LoraApplier final : public ProjectionAdapter {
     float user_scale;
   };
   std::vector<Entry> entries_;
-  std::vector<float> ax_;  // [n x rank] scratch
+  std::vector<float> ax_;  // scratch: A x [n x rank], then B(A x) [n x out_dim]
 };
 
 }  // namespace flotilla::model

@@ -14,8 +14,9 @@
 //
 // Memory: buffers are sized at Create for max_seq_len. With a memory budget the engine
 // keeps only each layer's input and recomputes the layer's forward during backward
-// (activation checkpointing) when storing everything would exceed the budget; logits
-// are processed in row chunks so the [seq x vocab] matrix is never whole.
+// (activation checkpointing) when storing everything would exceed the budget — for as
+// few layers as the budget allows (the top layers keep their activations); logits are
+// processed in row chunks so the [seq x vocab] matrix is never whole.
 //
 // Determinism: for a fixed CPU path the losses and gradients are bit-identical for any
 // thread count and across runs (the kernels are; reductions use a fixed order).
@@ -23,6 +24,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -113,6 +115,14 @@ class TrainEngine {
 
   const ModelConfig& config() const;
   int n_threads() const;
+  // The longest sequence ForwardBackward accepts (options.max_seq_len).
+  int64_t max_seq_len() const;
+  // Diagnostics and tests: called with each chunk of logit rows as Forward and
+  // ForwardBackward compute them, before the loss: rows [row0, row0 + rows) of the
+  // sequence, rows x vocab floats valid during the call. Chunks in which every target is
+  // −1 are never computed. An empty function removes the observer.
+  using LogitsObserver = std::function<void(int64_t row0, int64_t rows, const float* logits)>;
+  void set_logits_observer(LogitsObserver observer);
   // Bytes of activations + scratch the engine holds, and whether it recomputes layers.
   uint64_t buffer_bytes() const;
   bool recomputes() const;

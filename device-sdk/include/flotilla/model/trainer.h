@@ -74,7 +74,7 @@ struct TrainReport {
   int64_t tokens = 0;
   double seconds = 0;
   double tokens_per_second = 0;
-  std::vector<double> loss_curve;  // mean loss per step
+  std::vector<double> loss_curve;  // mean loss of every step so far (earlier Runs and a loaded state too)
 };
 
 struct EvalResult {
@@ -83,8 +83,20 @@ struct EvalResult {
   int64_t n_tokens = 0;
 };
 
-// Mean next-token loss over every window of `data` (at most max_windows, 0 = all).
+// Mean next-token loss over every window of `data` (at most max_windows, 0 = all, spread
+// evenly over the data). Each window is scored from position 0 on its own.
 Result<EvalResult> Evaluate(TrainEngine& engine, const TokenDataset& data, int64_t seq_len, int64_t max_windows = 0);
+// The same measure through the inference path (an InferenceSession of its own, n_threads
+// as InferenceOptions), optionally with an adapter hook such as a LoraApplier holding
+// several adapters with scales, as deployed. `adapter` is not owned and may be null.
+Result<EvalResult> Evaluate(const LlamaModel& model, ProjectionAdapter* adapter, const TokenDataset& data,
+                            int64_t seq_len, int64_t max_windows = 0, int n_threads = 0);
+
+// The baseline a trained model must beat: perplexity of `held_out` under add-one-smoothed
+// unigram frequencies of `train`, over the same targets Evaluate scores (every token but
+// the first). Token ids must be in [0, vocab_size) (FLT_CHECK: both come from one
+// tokenizer); 0 tokens to score gives 1.
+double UnigramPerplexity(const TokenDataset& train, const TokenDataset& held_out, int64_t vocab_size);
 
 class Trainer {
  public:
@@ -98,6 +110,10 @@ class Trainer {
                           const std::atomic<bool>* cancel = nullptr);
 
   int64_t step() const;
+  // Target tokens trained on so far, and the mean loss of every step since step 1 (a
+  // loaded state's included).
+  int64_t tokens() const;
+  const std::vector<double>& loss_curve() const;
   // Learning rate at a step (warm-up then cosine).
   double LearningRateAt(int64_t step) const;
 

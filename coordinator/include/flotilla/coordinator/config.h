@@ -1,0 +1,52 @@
+// `flotilla coordinator run --config FILE`: the JSON configuration (docs/coordinator.md).
+//
+//   {
+//     "data_dir": "/var/lib/flotilla",            required; relative paths are relative
+//     "pki_dir": "/etc/flotilla/pki",             to the config file's directory
+//     "http": {"listen": "127.0.0.1", "port": 8080, "max_upload_bytes": 67108864,
+//              "public_url": "https://coord.example:8080"},
+//     "broker": {"uri": "ssl://127.0.0.1:8883",   omit "broker" to run without MQTT
+//                "ca_file": "...", "cert_file": "...", "key_file": "..."},
+//     "enrolment": {"require_token": false},
+//     "round_defaults": {"group": "default", "min_cohort": 2, ...},
+//     "metrics_flush_seconds": 10
+//   }
+//
+// Broker TLS files default to <pki_dir>/ca.crt, coordinator.crt, coordinator.key.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "flotilla/coordinator/enrolment.h"
+#include "flotilla/core/status.h"
+
+namespace flotilla::coordinator {
+
+struct BrokerConfig {
+  std::string uri;  // tcp://host:port or ssl://host:port
+  std::filesystem::path ca_file, cert_file, key_file;
+};
+
+struct CoordinatorConfig {
+  std::filesystem::path data_dir;
+  std::filesystem::path pki_dir;
+  std::string http_listen = "127.0.0.1";
+  int http_port = 8080;  // 0: any free port (tests)
+  uint64_t max_upload_bytes = uint64_t{64} << 20;
+  std::string public_url;
+  std::optional<BrokerConfig> broker;
+  EnrolmentPolicy enrolment;
+  std::string round_defaults_json = "{}";
+  int metrics_flush_seconds = 10;
+};
+
+// Parses and validates; InvalidArgument naming the offending key. `base_dir` resolves
+// relative paths.
+Result<CoordinatorConfig> ParseCoordinatorConfig(std::string_view json_text, const std::filesystem::path& base_dir);
+Result<CoordinatorConfig> LoadCoordinatorConfig(const std::filesystem::path& file);
+
+}  // namespace flotilla::coordinator
