@@ -625,6 +625,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines also when piped to a file
   flotilla::SetLogLevel(flotilla::LogLevel::kWarn);
   if (args.dir.empty()) args.dir = fs::temp_directory_path() / "flotilla-ota-bench-models";
   fs::create_directories(args.dir);
