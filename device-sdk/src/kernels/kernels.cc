@@ -184,6 +184,69 @@ void MatMul(const WeightMatrix& w, const float* x, int64_t n, float* y, const Co
   MatMulQuantized(w, xq, y, ctx, ldy);
 }
 
+void MatMulShared(const float* x, int64_t n, std::span<const SharedMatMulOutput> outs, QuantizedActivations& xq8_0,
+                  QuantizedActivations& xq8_k, const ComputeContext& ctx) {
+  // Below this many tokens quantization stays on the calling thread: waking the pool
+  // costs more than quantizing a few rows. Changes no result.
+  constexpr int64_t kSerialQuantizeRows = 4;
+  constexpr size_t kMaxOutputs = 4;
+  FLT_CHECK(!outs.empty() && outs.size() <= kMaxOutputs);
+  if (n <= 0) return;
+  const KernelTable& k = Resolve(ctx);
+  const int64_t cols = outs.front().w->cols;
+  const ComputeContext qctx{&k, n < kSerialQuantizeRows ? nullptr : ctx.pool};
+  bool quantized_8_0 = false;
+  bool quantized_8_k = false;
+  struct Job {
+    GemmFn fn;
+    GemmArgs a;
+    int64_t row0;
+    int64_t rows;
+  };
+  Job jobs[kMaxOutputs];
+  size_t n_jobs = 0;
+  int64_t total_rows = 0;
+  for (const SharedMatMulOutput& o : outs) {
+    const WeightMatrix& w = *o.w;
+    FLT_CHECK_OK(ValidateWeight(w));
+    FLT_CHECK(w.cols == cols && o.ldy >= w.rows);
+    Job& j = jobs[n_jobs++];
+    j.fn = GemmKernelFor(k, w.type);
+    j.a = GemmArgs{};
+    j.a.w = w.data;
+    j.a.w_row_bytes = RowBytes(w.type, w.cols);
+    j.a.cols = cols;
+    j.a.n_tokens = n;
+    j.a.y = o.y;
+    j.a.ldy = o.ldy;
+    auto use = [&](QuantizedActivations& q, bool& done, GgmlType family) {
+      if (!done) q.Quantize(family, x, n, cols, qctx);
+      done = true;
+      j.a.x = q.data();
+      j.a.x_row_bytes = q.row_bytes();
+    };
+    if (w.type == GgmlType::kF32 || w.type == GgmlType::kF16) {
+      j.a.x = x;
+      j.a.x_row_bytes = static_cast<size_t>(cols) * sizeof(float);
+    } else if (BlockSize(w.type) == kQK_K) {
+      use(xq8_k, quantized_8_k, GgmlType::kQ4_K);
+    } else {
+      use(xq8_0, quantized_8_0, GgmlType::kQ8_0);
+    }
+    j.row0 = total_rows;
+    j.rows = w.rows;
+    total_rows += w.rows;
+  }
+  ParallelFor(ctx.pool, total_rows, kRowGrain, [&](int64_t b, int64_t e) {
+    for (size_t i = 0; i < n_jobs; ++i) {
+      const Job& j = jobs[i];
+      const int64_t lo = std::max(b, j.row0) - j.row0;
+      const int64_t hi = std::min(e, j.row0 + j.rows) - j.row0;
+      if (lo < hi) RunGemmRows(j.fn, j.a, lo, hi);
+    }
+  });
+}
+
 namespace {
 
 // dX (+)= dY . W. Work items are (token range, column range) tiles of dX; an item walks

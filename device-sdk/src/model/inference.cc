@@ -10,32 +10,9 @@
 namespace flotilla::model {
 namespace {
 
-// Rows per parallel-for grain of the projections: a multiple of every kernel row tile
-// (kernels.cc uses the same), so only the last chunk of a matrix has a partial tile.
-constexpr int64_t kRowGrain = 16;
-// Below this many tokens, activation quantization runs on the calling thread: waking
-// the pool costs more than quantizing a few rows.
-constexpr int64_t kSerialQuantizeRows = 4;
 // Query tokens per attention work item in prefill: bounds the score scratch and the
 // causal waste (positions a block computes but its earlier tokens mask out).
 constexpr int64_t kAttnBlock = 32;
-enum class ActFormat { kFloat, kQ8_0, kQ8_K };
-
-ActFormat FormatFor(GgmlType t) {
-  switch (t) {
-    case GgmlType::kQ8_0:
-    case GgmlType::kQ4_0: return ActFormat::kQ8_0;
-    case GgmlType::kQ4_K:
-    case GgmlType::kQ6_K: return ActFormat::kQ8_K;
-    default: return ActFormat::kFloat;
-  }
-}
-
-GemmFn GemmFor(const KernelTable& k, GgmlType type) {
-  GemmFn fn = GemmKernelFor(k, type);
-  FLT_CHECK_MSG(fn != nullptr, "no GEMM kernel for this weight type");
-  return fn;
-}
 
 }  // namespace
 
@@ -123,7 +100,6 @@ size_t InferenceSession::buffer_bytes() const {
   return cache_->bytes() + floats * sizeof(float);
 }
 
-ComputeContext InferenceSession::SerialIf(bool small) const { return {ctx_.kernels, small ? nullptr : ctx_.pool}; }
 
 Status InferenceSession::Truncate(int64_t n) {
   if (n < 0 || n > n_past()) {
@@ -172,61 +148,12 @@ Status InferenceSession::Eval(std::span<const int32_t> tokens) {
 }
 
 void InferenceSession::Project(int64_t layer, const float* x, int64_t n, std::initializer_list<Proj> projs) {
-  const KernelTable& k = *ctx_.kernels;
   const int64_t cols = projs.begin()->w->cols;
-  const ComputeContext qctx = SerialIf(n < kSerialQuantizeRows);
-  bool quantized_8_0 = false;
-  bool quantized_8_k = false;
-  struct Job {
-    GemmFn fn;
-    GemmArgs a;
-    int64_t row0;
-    int64_t rows;
-  };
-  Job jobs[3];
-  int n_jobs = 0;
-  int64_t total_rows = 0;
+  SharedMatMulOutput outs[3];
+  size_t n_outs = 0;
   FLT_CHECK(projs.size() <= 3);
-  for (const Proj& p : projs) {
-    const WeightMatrix& w = *p.w;
-    FLT_CHECK(w.cols == cols);
-    Job& j = jobs[n_jobs++];
-    j.fn = GemmFor(k, w.type);
-    j.a.w = w.data;
-    j.a.w_row_bytes = RowBytes(w.type, w.cols);
-    j.a.cols = cols;
-    j.a.n_tokens = n;
-    j.a.y = p.y;
-    j.a.ldy = p.ldy;
-    // Quantize the input once per activation format and share it between the matrices.
-    auto use = [&](QuantizedActivations& q, bool& done, GgmlType family) {
-      if (!done) q.Quantize(family, x, n, cols, qctx);
-      done = true;
-      j.a.x = q.data();
-      j.a.x_row_bytes = q.row_bytes();
-    };
-    switch (FormatFor(w.type)) {
-      case ActFormat::kFloat:
-        j.a.x = x;
-        j.a.x_row_bytes = static_cast<size_t>(cols) * sizeof(float);
-        break;
-      case ActFormat::kQ8_0: use(xq8_0_, quantized_8_0, GgmlType::kQ8_0); break;
-      case ActFormat::kQ8_K: use(xq8_k_, quantized_8_k, GgmlType::kQ4_K); break;
-    }
-    j.row0 = total_rows;
-    j.rows = w.rows;
-    total_rows += w.rows;
-  }
-  // One parallel-for over the concatenated rows of all matrices (Q, K and V together):
-  // a third of the thread wake-ups, and no thread idles at a matrix boundary.
-  ParallelFor(ctx_.pool, total_rows, kRowGrain, [&](int64_t b, int64_t e) {
-    for (int i = 0; i < n_jobs; ++i) {
-      const Job& j = jobs[i];
-      const int64_t lo = std::max(b, j.row0) - j.row0;
-      const int64_t hi = std::min(e, j.row0 + j.rows) - j.row0;
-      if (lo < hi) RunGemmRows(j.fn, j.a, lo, hi);
-    }
-  });
+  for (const Proj& p : projs) outs[n_outs++] = {p.w, p.y, p.ldy};
+  MatMulShared(x, n, std::span(outs, n_outs), xq8_0_, xq8_k_, ctx_);
   if (adapter_ != nullptr && layer >= 0) {
     for (const Proj& p : projs) adapter_->Apply(layer, p.which, x, n, cols, p.y, p.ldy, p.w->rows, ctx_);
   }

@@ -18,26 +18,9 @@ namespace {
 using train_ops::AttentionShape;
 using train_ops::LoraRef;
 
-// As InferenceSession: rows per parallel-for grain of the projections (a multiple of
-// every GEMM row tile), and the row count below which activation quantization stays on
-// the calling thread. Neither changes any result.
-constexpr int64_t kRowGrain = 16;
-constexpr int64_t kSerialQuantizeRows = 4;
 // Logit rows are processed in chunks of at most this many floats (8 MiB), so the
 // [seq x vocab] matrix never exists whole.
 constexpr int64_t kLogitChunkFloats = int64_t{1} << 21;
-
-enum class ActFormat { kFloat, kQ8_0, kQ8_K };
-
-ActFormat FormatFor(GgmlType t) {
-  switch (t) {
-    case GgmlType::kQ8_0:
-    case GgmlType::kQ4_0: return ActFormat::kQ8_0;
-    case GgmlType::kQ4_K:
-    case GgmlType::kQ6_K: return ActFormat::kQ8_K;
-    default: return ActFormat::kFloat;
-  }
-}
 
 // The saved activations of one layer's forward (n_max rows each; see LayerActivations
 // in inference.h for their meanings). sax[p] = s · A x of the adapter on projection p.
@@ -445,59 +428,11 @@ LoraRef TrainEngine::Impl::Lora(int64_t layer, Projection p) const {
 // matrix's rows in one parallel-for, then the adapters (saving s·A x for the backward).
 void TrainEngine::Impl::Project(int64_t layer, const float* x, int64_t n, std::initializer_list<Proj> projs,
                                 const LayerSlot* slot) {
-  const KernelTable& k = *ctx_.kernels;
-  const int64_t cols = projs.begin()->w->cols;
-  const ComputeContext qctx{ctx_.kernels, n < kSerialQuantizeRows ? nullptr : ctx_.pool};
-  bool quantized_8_0 = false;
-  bool quantized_8_k = false;
-  struct Job {
-    GemmFn fn;
-    GemmArgs a;
-    int64_t row0;
-    int64_t rows;
-  };
-  Job jobs[3];
-  int n_jobs = 0;
-  int64_t total_rows = 0;
+  SharedMatMulOutput outs[3];
+  size_t n_outs = 0;
   FLT_CHECK(projs.size() <= 3);
-  for (const Proj& p : projs) {
-    const WeightMatrix& w = *p.w;
-    FLT_CHECK(w.cols == cols);
-    Job& j = jobs[n_jobs++];
-    j.fn = GemmKernelFor(k, w.type);
-    FLT_CHECK(j.fn != nullptr);
-    j.a.w = w.data;
-    j.a.w_row_bytes = RowBytes(w.type, w.cols);
-    j.a.cols = cols;
-    j.a.n_tokens = n;
-    j.a.y = p.y;
-    j.a.ldy = p.ldy;
-    auto use = [&](QuantizedActivations& q, bool& done, GgmlType family) {
-      if (!done) q.Quantize(family, x, n, cols, qctx);
-      done = true;
-      j.a.x = q.data();
-      j.a.x_row_bytes = q.row_bytes();
-    };
-    switch (FormatFor(w.type)) {
-      case ActFormat::kFloat:
-        j.a.x = x;
-        j.a.x_row_bytes = static_cast<size_t>(cols) * sizeof(float);
-        break;
-      case ActFormat::kQ8_0: use(xq8_0_, quantized_8_0, GgmlType::kQ8_0); break;
-      case ActFormat::kQ8_K: use(xq8_k_, quantized_8_k, GgmlType::kQ4_K); break;
-    }
-    j.row0 = total_rows;
-    j.rows = w.rows;
-    total_rows += w.rows;
-  }
-  ParallelFor(ctx_.pool, total_rows, kRowGrain, [&](int64_t b, int64_t e) {
-    for (int i = 0; i < n_jobs; ++i) {
-      const Job& j = jobs[i];
-      const int64_t lo = std::max(b, j.row0) - j.row0;
-      const int64_t hi = std::min(e, j.row0 + j.rows) - j.row0;
-      if (lo < hi) RunGemmRows(j.fn, j.a, lo, hi);
-    }
-  });
+  for (const Proj& p : projs) outs[n_outs++] = {p.w, p.y, p.ldy};
+  MatMulShared(x, n, std::span(outs, n_outs), xq8_0_, xq8_k_, ctx_);
   if (slot == nullptr || adapter_ == nullptr) return;
   for (const Proj& p : projs) {
     if (!Adapted(layer, p.which)) continue;

@@ -137,7 +137,6 @@ class InferenceSession {
     Projection which;
   };
   void Project(int64_t layer, const float* x, int64_t n, std::initializer_list<Proj> projs);
-  ComputeContext SerialIf(bool small) const;
 
   const LlamaModel& model_;
   InferenceOptions options_;

@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "flotilla/core/status.h"
@@ -195,6 +196,21 @@ void MatMul(const WeightMatrix& w, const float* x, int64_t n, float* y, const Co
 // Same with activations already quantized for w.type (xq.cols() == w.cols).
 void MatMulQuantized(const WeightMatrix& w, const QuantizedActivations& xq, float* y,
                      const ComputeContext& ctx = {}, int64_t ldy = 0);
+// One matrix of MatMulShared: Y[n x w->rows] at row stride ldy.
+struct SharedMatMulOutput {
+  const WeightMatrix* w;
+  float* y;
+  int64_t ldy;
+};
+// Y_i = X[n x cols] . W_i^T for several matrices reading the same X (Q, K, V; gate, up):
+// X is quantized once per activation format into xq8_0 / xq8_k (caller-owned, reused
+// buffers; on the calling thread when n is small), and the rows of all matrices go
+// through one parallel-for (fewer wake-ups, no idling at a matrix boundary). Results
+// are bit-identical to one MatMul per matrix. Every W_i must pass ValidateWeight and
+// have the same cols (FLT_CHECK).
+void MatMulShared(const float* x, int64_t n, std::span<const SharedMatMulOutput> outs, QuantizedActivations& xq8_0,
+                  QuantizedActivations& xq8_k, const ComputeContext& ctx = {});
+
 // y[rows] = W . x[cols] (decode).
 inline void MatVec(const WeightMatrix& w, const float* x, float* y, const ComputeContext& ctx = {}) {
   MatMul(w, x, 1, y, ctx);
