@@ -49,6 +49,15 @@ Result<RoundState> ParseRoundState(std::string_view name) {
   return InvalidArgumentError("unknown round state '" + std::string(name) + "'");
 }
 
+std::span<const RoundState> AllRoundStates() {
+  static constexpr std::array<RoundState, kNames.size()> kAll = [] {
+    std::array<RoundState, kNames.size()> all{};
+    for (size_t i = 0; i < kNames.size(); ++i) all[i] = kNames[i].first;
+    return all;
+  }();
+  return kAll;
+}
+
 bool IsTerminal(RoundState state) {
   return state == RoundState::kPublished || state == RoundState::kFailed || state == RoundState::kCancelled;
 }

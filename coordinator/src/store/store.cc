@@ -182,47 +182,6 @@ std::string_view ToString(PresenceState state) {
   return "unknown";
 }
 
-namespace {
-constexpr std::array<std::pair<RoundState, std::string_view>, 12> kRoundStateNames = {{
-    {RoundState::kCreated, "created"},
-    {RoundState::kSelecting, "selecting"},
-    {RoundState::kTraining, "training"},
-    {RoundState::kAdvertiseKeys, "advertise_keys"},
-    {RoundState::kShareKeys, "share_keys"},
-    {RoundState::kMaskedInput, "masked_input"},
-    {RoundState::kConsistencyCheck, "consistency_check"},
-    {RoundState::kUnmask, "unmask"},
-    {RoundState::kAggregated, "aggregated"},
-    {RoundState::kPublished, "published"},
-    {RoundState::kFailed, "failed"},
-    {RoundState::kCancelled, "cancelled"},
-}};
-constexpr std::array<RoundState, 12> kAllRoundStates = {
-    RoundState::kCreated,     RoundState::kSelecting,        RoundState::kTraining, RoundState::kAdvertiseKeys,
-    RoundState::kShareKeys,   RoundState::kMaskedInput,      RoundState::kConsistencyCheck,
-    RoundState::kUnmask,      RoundState::kAggregated,       RoundState::kPublished, RoundState::kFailed,
-    RoundState::kCancelled};
-}  // namespace
-
-std::string_view ToString(RoundState state) {
-  for (const auto& [s, name] : kRoundStateNames) {
-    if (s == state) return name;
-  }
-  return "unknown";
-}
-
-Result<RoundState> ParseRoundState(std::string_view name) {
-  for (const auto& [s, n] : kRoundStateNames) {
-    if (n == name) return s;
-  }
-  return InvalidArgumentError("unknown round state '" + std::string(name) + "'");
-}
-
-bool IsTerminal(RoundState state) {
-  return state == RoundState::kPublished || state == RoundState::kFailed || state == RoundState::kCancelled;
-}
-
-std::span<const RoundState> AllRoundStates() { return kAllRoundStates; }
 
 std::string_view ToString(VersionKind kind) { return kind == VersionKind::kModel ? "model" : "adapter"; }
 

@@ -1,6 +1,6 @@
 // The round lifecycle as an explicit state machine (ARCHITECTURE.md section 8,
-// docs/rounds.md). State names match the coordinator store's RoundState vocabulary
-// (store.h) so the journal can be folded into the store 1:1.
+// docs/rounds.md). The one vocabulary of round states: the coordinator's store
+// (store.h) persists these names too.
 //
 //   state              event             next
 //   kCreated           kAnnounce         kSelecting
@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 #include "flotilla/core/status.h"
@@ -45,6 +46,8 @@ std::string_view ToString(RoundEvent event);
 // InvalidArgument for an unknown name.
 Result<RoundState> ParseRoundState(std::string_view name);
 bool IsTerminal(RoundState state);
+// Every state, in declaration order (metrics report a gauge per state).
+std::span<const RoundState> AllRoundStates();
 // True while the coordinator holds SecAgg secrets in memory (training .. unmask): a
 // restart in these states fails the round.
 bool HoldsSecAggSecrets(RoundState state);

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "flotilla/coordinator/artifact_store.h"
+#include "flotilla/coordinator/round_state.h"
 #include "flotilla/core/bytes.h"
 #include "flotilla/core/clock.h"
 #include "flotilla/core/random.h"
@@ -125,27 +126,14 @@ struct IssuedToken {
 
 // ---------------------------------------------------------------- rounds
 
-// The vocabulary of round states. The transition table belongs to the round engine; the
-// store only persists states (compare-and-set) so a restarted coordinator resumes.
-// Append-only: values are persisted by name.
-enum class RoundState : uint8_t {
-  kCreated,           // inserted (REST / schedule); the engine has not picked it up
-  kSelecting,         // announced; collecting check-ins, sampling the cohort
-  kTraining,          // invitations sent; devices train
-  kAdvertiseKeys,     // SecAgg+ stage 1
-  kShareKeys,         // stage 2
-  kMaskedInput,       // stage 3
-  kConsistencyCheck,  // stage 4 (hardened profile)
-  kUnmask,            // stage 5
-  kAggregated,        // sum unmasked, new adapter version stored
-  kPublished,         // announced to the fleet (terminal)
-  kFailed,            // terminal, with a reason
-  kCancelled,         // terminal, operator request honoured
-};
-std::string_view ToString(RoundState state);
-Result<RoundState> ParseRoundState(std::string_view name);
-bool IsTerminal(RoundState state);
-std::span<const RoundState> AllRoundStates();
+// Round states: the round engine's vocabulary (round_state.h; the transition table is
+// the engine's). The store only persists states by name (compare-and-set), so a
+// restarted coordinator resumes.
+using rounds::AllRoundStates;
+using rounds::IsTerminal;
+using rounds::ParseRoundState;
+using rounds::RoundState;
+using rounds::ToString;
 
 struct RoundRecord {
   std::string id;
