@@ -4,7 +4,7 @@
 #include <utility>
 
 #include "flotilla/core/random.h"
-#include "train/utf8.h"
+#include "model/utf8.h"
 
 namespace flotilla::device {
 namespace {

@@ -6,6 +6,8 @@
 #include <queue>
 #include <unordered_set>
 
+#include "model/utf8.h"
+
 namespace flotilla::model {
 namespace {
 
@@ -31,36 +33,6 @@ int ParseByteToken(std::string_view s) {
   const int hi = HexDigit(s[3]);
   const int lo = HexDigit(s[4]);
   return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
-}
-
-// Length of the valid UTF-8 sequence starting at s[i] (1-4), or 0 if it is not valid
-// (stray continuation, overlong form, surrogate, > U+10FFFF, truncated).
-size_t Utf8SequenceLength(std::string_view s, size_t i) {
-  const auto c0 = static_cast<uint8_t>(s[i]);
-  if (c0 < 0x80) return 1;
-  size_t len;
-  uint32_t cp;
-  if ((c0 & 0xE0) == 0xC0) {
-    len = 2;
-    cp = c0 & 0x1Fu;
-  } else if ((c0 & 0xF0) == 0xE0) {
-    len = 3;
-    cp = c0 & 0x0Fu;
-  } else if ((c0 & 0xF8) == 0xF0) {
-    len = 4;
-    cp = c0 & 0x07u;
-  } else {
-    return 0;
-  }
-  if (i + len > s.size()) return 0;
-  for (size_t k = 1; k < len; ++k) {
-    const auto c = static_cast<uint8_t>(s[i + k]);
-    if ((c & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (c & 0x3Fu);
-  }
-  static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return len;
 }
 
 // Frequent English words; the synthetic vocabulary adds each with all its prefixes.
@@ -287,7 +259,7 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_bos) cons
   };
   if (vocab_.add_space_prefix) push(kSpaceMark, " ", false);
   for (size_t i = 0; i < text.size();) {
-    const size_t len = Utf8SequenceLength(text, i);
+    const size_t len = utf8::DecodeAt(text, i).length;
     if (len == 0) {
       push(text.substr(i, 1), text.substr(i, 1), true);
       i += 1;

@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "train/utf8.h"
+#include "model/utf8.h"
 
 namespace flotilla::model {
 namespace {

@@ -1,6 +1,6 @@
-// Strict UTF-8 decoding shared by the tokenizer trainer and the sample store (private to
-// the device SDK). Same acceptance rules as the Tokenizer: no overlong forms, surrogates
-// or code points above U+10FFFF.
+// Strict UTF-8 decoding shared by the tokenizer, the tokenizer trainer and the sample
+// store (private to the device SDK): no overlong forms, surrogates or code points above
+// U+10FFFF.
 #pragma once
 
 #include <cstddef>
