@@ -1,16 +1,12 @@
-#include <bit>
-#include <cmath>
-#include <cstring>
-
 #include "flotilla/coordinator/round_ports.h"
+
 #include "flotilla/core/file.h"
+#include "flotilla/protocol/adapter_vector.h"
 #include "flotilla/protocol/topics.h"
 #include "flotilla/security/hash.h"
 
 namespace flotilla::rounds {
 namespace {
-
-static_assert(std::endian::native == std::endian::little, "adapter vectors are little-endian float32");
 
 std::string UploadKey(std::string_view round_id, std::string_view device_id) {
   return std::string(round_id) + "/" + std::string(device_id);
@@ -29,23 +25,6 @@ Bytes Sha256Bytes(ByteSpan data) {
 }
 
 }  // namespace
-
-Bytes EncodeAdapterValues(std::span<const float> values) {
-  Bytes out(values.size() * sizeof(float));
-  if (!values.empty()) std::memcpy(out.data(), values.data(), out.size());
-  return out;
-}
-
-Result<std::vector<float>> DecodeAdapterValues(ByteSpan bytes) {
-  if (bytes.size() % sizeof(float) != 0)
-    return InvalidArgumentError("adapter vector of " + std::to_string(bytes.size()) + " bytes is not float32 values");
-  std::vector<float> out(bytes.size() / sizeof(float));
-  if (!out.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
-  for (size_t i = 0; i < out.size(); ++i) {
-    if (!std::isfinite(out[i])) return InvalidArgumentError("adapter value " + std::to_string(i) + " is not finite");
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------- InMemoryUploadSource
 
@@ -101,7 +80,7 @@ Result<GlobalAdapter> DirectoryAdapterRegistry::Load(std::string_view version) {
   GlobalAdapter a;
   a.version = std::string(version);
   a.sha256 = Sha256Bytes(*bytes);
-  FLT_ASSIGN_OR_RETURN(a.values, DecodeAdapterValues(*bytes));
+  FLT_ASSIGN_OR_RETURN(a.values, protocol::DecodeAdapterVector(*bytes));
   a.url = base_url_ + "/" + a.version + ".f32";
   return a;
 }
@@ -129,7 +108,7 @@ Result<GlobalAdapter> DirectoryAdapterRegistry::Put(std::string_view round_id, s
   const std::string version = "adapter-" + std::string(round_id);
   FLT_RETURN_IF_ERROR(protocol::ValidateName("adapter version", version));
   std::lock_guard<std::mutex> lock(mu_);
-  FLT_RETURN_IF_ERROR(WriteFileAtomic(dir_ / (version + ".f32"), EncodeAdapterValues(values)));
+  FLT_RETURN_IF_ERROR(WriteFileAtomic(dir_ / (version + ".f32"), protocol::EncodeAdapterVector(values)));
   return Load(version);
 }
 

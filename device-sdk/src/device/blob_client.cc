@@ -1,19 +1,13 @@
-// Adapter-vector codec and the cpp-httplib implementation of the agent's HTTP side.
+// The cpp-httplib implementation of the agent's HTTP side.
 // httplib's client API does not throw; every failure becomes a Status naming the URL.
 #include "flotilla/device/blob_client.h"
 
 #include <httplib.h>
 
-#include <bit>
-#include <cmath>
-#include <cstring>
-
 #include "flotilla/security/hash.h"
 
 namespace flotilla::device {
 namespace {
-
-static_assert(std::endian::native == std::endian::little, "adapter vectors are little-endian float32");
 
 struct ParsedUrl {
   std::string origin;  // scheme://host[:port]
@@ -71,28 +65,6 @@ std::string UploadIdFromBody(std::string_view body) {
 }
 
 }  // namespace
-
-Bytes EncodeAdapterVector(std::span<const float> values) {
-  Bytes out(values.size() * sizeof(float));
-  if (!values.empty()) std::memcpy(out.data(), values.data(), out.size());
-  return out;
-}
-
-Result<std::vector<float>> DecodeAdapterVector(ByteSpan bytes, size_t expected_length) {
-  if (bytes.size() % sizeof(float) != 0)
-    return InvalidArgumentError("adapter vector: " + std::to_string(bytes.size()) +
-                                " bytes is not a whole number of float32 values");
-  const size_t n = bytes.size() / sizeof(float);
-  if (expected_length != 0 && n != expected_length)
-    return InvalidArgumentError("adapter vector: " + std::to_string(n) + " values, expected " +
-                                std::to_string(expected_length));
-  std::vector<float> out(n);
-  if (n > 0) std::memcpy(out.data(), bytes.data(), bytes.size());
-  for (size_t i = 0; i < n; ++i) {
-    if (!std::isfinite(out[i])) return InvalidArgumentError("adapter vector: value " + std::to_string(i) + " is not finite");
-  }
-  return out;
-}
 
 Result<v1::ClaimCheck> HttpBlobClient::Upload(const v1::UploadTarget& target, std::string_view round_id,
                                               std::string_view device_id, ByteSpan sealed_box) {

@@ -20,6 +20,7 @@
 #include "flotilla/device/worker_pool.h"
 #include "flotilla/model/adapter_file.h"
 #include "flotilla/model/lora.h"
+#include "flotilla/protocol/adapter_vector.h"
 #include "flotilla/protocol/mosquitto_broker.h"
 #include "flotilla/protocol/mqtt_transport.h"
 #include "flotilla/security/hash.h"
@@ -460,7 +461,7 @@ Status Fleet::Impl::MirrorRound(const rounds::RoundStatus& st, const rounds::Rou
   if (st.state == rounds::RoundState::kPublished && !st.adapter_version.empty()) {
     FLT_ASSIGN_OR_RETURN(rounds::GlobalAdapter adapter, registry->Get(st.adapter_version));
     FLT_ASSIGN_OR_RETURN(coordinator::ArtifactInfo art,
-                         store->PutArtifact(rounds::EncodeAdapterValues(adapter.values), "application/octet-stream"));
+                         store->PutArtifact(protocol::EncodeAdapterVector(adapter.values), "application/octet-stream"));
     coordinator::VersionRecord v;
     v.id = st.adapter_version;
     v.kind = "lora-frozen-a";

@@ -99,9 +99,4 @@ class DirectoryAdapterRegistry final : public AdapterRegistry {
   std::mutex mu_;
 };
 
-// Raw little-endian float32 codec of adapter vectors (InvalidArgument for a size that is
-// not a multiple of 4 or non-finite values).
-Bytes EncodeAdapterValues(std::span<const float> values);
-Result<std::vector<float>> DecodeAdapterValues(ByteSpan bytes);
-
 }  // namespace flotilla::rounds

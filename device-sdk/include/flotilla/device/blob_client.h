@@ -2,7 +2,7 @@
 // message (claim check, ARCHITECTURE.md section 5) and fetching a global adapter's
 // trainable vector. Interfaces so tests run in process; HttpBlobClient is the cpp-httplib
 // implementation. The format of an adapter vector on the wire is raw little-endian
-// float32 (EncodeAdapterVector / DecodeAdapterVector), authenticated by the sha256 the
+// float32 (protocol/adapter_vector.h), authenticated by the sha256 the
 // signed RoundInvitation / AggregateResult carries.
 #pragma once
 
@@ -16,6 +16,7 @@
 
 #include "flotilla/core/bytes.h"
 #include "flotilla/core/status.h"
+#include "flotilla/protocol/adapter_vector.h"
 #include "flotilla/v1/round.pb.h"
 
 namespace flotilla::device {
@@ -40,11 +41,9 @@ class AdapterFetcher {
   virtual Result<Bytes> Fetch(std::string_view url, size_t max_bytes) = 0;
 };
 
-// Raw little-endian float32 encoding of a trainable vector.
-Bytes EncodeAdapterVector(std::span<const float> values);
-// InvalidArgument if the size is not a multiple of 4 or `expected_length` (when non-zero)
-// does not match, or a value is not finite.
-Result<std::vector<float>> DecodeAdapterVector(ByteSpan bytes, size_t expected_length = 0);
+// The adapter vector codec shared with the coordinator.
+using protocol::DecodeAdapterVector;
+using protocol::EncodeAdapterVector;
 
 struct HttpBlobClientOptions {
   std::string ca_file;  // for https:// URLs (empty: system default trust store)
