@@ -6,15 +6,9 @@
 #include <utility>
 
 #include "flotilla/core/check.h"
+#include "model/attention.h"
 
 namespace flotilla::model {
-namespace {
-
-// Query tokens per attention work item in prefill: bounds the score scratch and the
-// causal waste (positions a block computes but its earlier tokens mask out).
-constexpr int64_t kAttnBlock = 32;
-
-}  // namespace
 
 std::string_view ToString(Projection p) {
   switch (p) {
@@ -161,68 +155,10 @@ void InferenceSession::Project(int64_t layer, const float* x, int64_t n, std::in
 
 void InferenceSession::Attention(int64_t layer, int64_t n, int64_t pos0) {
   const ModelConfig& c = model_.config();
-  const KernelTable& k = *ctx_.kernels;
-  const int64_t hd = c.head_dim();
-  const int64_t n_heads = c.n_heads;
-  const int64_t group = c.n_heads / c.n_kv_heads;
-  const int64_t q_dim = n_heads * hd;
-  const int64_t kv_dim = c.kv_dim();
   const int64_t stride = cache_->v_stride();  // score rows and V^T rows: n_ctx padded to 8
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const float* kc = cache_->k(layer, 0);
-  const float* vt = cache_->v_t(layer);
-  const int64_t blocks = (n + kAttnBlock - 1) / kAttnBlock;
-  const int64_t items = n_heads * blocks;
-  const int64_t slots = std::min<int64_t>(items, static_cast<int64_t>(scores_.size()) / (kAttnBlock * stride));
-  // Work item = (head, block of up to kAttnBlock query tokens). Per item, two GEMMs on the
-  // kernels' F32 micro-kernels: S = Q_h · K^T over the positions the block can see, then
-  // O_h = P · V (V^T rows in the cache). Every output element is computed the same way
-  // whatever the block, so prefill and decode agree bit for bit: the P·V length is rounded
-  // up to a multiple of 8 with zero weights (cols never reach the kernel's scalar tail),
-  // and softmax runs over exactly the causal length of each token.
-  ParallelFor(ctx_.pool, slots, 1, [&](int64_t s0, int64_t s1) {
-    for (int64_t s = s0; s < s1; ++s) {
-      float* scores = scores_.data() + s * kAttnBlock * stride;
-      for (int64_t item = s; item < items; item += slots) {
-        const int64_t h = item % n_heads;
-        const int64_t t0 = item / n_heads * kAttnBlock;
-        const int64_t nt = std::min(kAttnBlock, n - t0);
-        const int64_t seen = pos0 + t0 + nt;  // positions visible to the block's last token
-        const int64_t padded = (seen + 7) / 8 * 8;
-        const int64_t kv_off = (h / group) * hd;
-
-        GemmArgs qk{};
-        qk.w = kc + kv_off;
-        qk.w_row_bytes = static_cast<size_t>(kv_dim) * sizeof(float);
-        qk.x = q_.data() + t0 * q_dim + h * hd;
-        qk.x_row_bytes = static_cast<size_t>(q_dim) * sizeof(float);
-        qk.cols = hd;
-        qk.n_tokens = nt;
-        qk.y = scores;
-        qk.ldy = stride;
-        k.gemm_f32(qk, 0, seen);
-
-        for (int64_t t = 0; t < nt; ++t) {
-          float* row = scores + t * stride;
-          const int64_t len = pos0 + t0 + t + 1;
-          k.scale(row, scale, row, len);
-          k.softmax(row, len);
-          std::fill(row + len, row + padded, 0.0f);
-        }
-
-        GemmArgs pv{};
-        pv.w = vt + kv_off * stride;
-        pv.w_row_bytes = static_cast<size_t>(stride) * sizeof(float);
-        pv.x = scores;
-        pv.x_row_bytes = static_cast<size_t>(stride) * sizeof(float);
-        pv.cols = padded;
-        pv.n_tokens = nt;
-        pv.y = attn_out_.data() + t0 * q_dim + h * hd;
-        pv.ldy = q_dim;
-        k.gemm_f32(pv, 0, hd);
-      }
-    }
-  });
+  const int64_t slots = static_cast<int64_t>(scores_.size()) / (kAttnBlock * stride);
+  CausalAttention({n, c.n_heads, c.n_kv_heads, c.head_dim(), pos0}, q_.data(), cache_->k(layer, 0),
+                  cache_->v_t(layer), stride, attn_out_.data(), scores_.data(), slots, ctx_);
 }
 
 void InferenceSession::ForwardLayer(int64_t layer, int64_t n, int64_t pos0) {

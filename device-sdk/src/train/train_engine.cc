@@ -461,7 +461,7 @@ void TrainEngine::Impl::LayerForward(int64_t l, int64_t n, const float* x_in, fl
     for (int64_t t = 0; t < n; ++t) row[t] = s.v[t * kv + d];
     std::fill(row + n, row + padded, 0.0f);
   }
-  train_ops::AttentionForward({n, c_.n_heads, c_.n_kv_heads, c_.head_dim()}, s.q, s.k, vt_.data(), stride_,
+  CausalAttention({n, c_.n_heads, c_.n_kv_heads, c_.head_dim()}, s.q, s.k, vt_.data(), stride_,
                               s.attn_out, scores_.data(), fwd_slots_, ctx_);
   Project(l, s.attn_out, n, {{&w.wo, tmp_.data(), dim, Projection::kO}}, &s);
   k.add(x_in, tmp_.data(), s.x_mid, n * dim);

@@ -13,14 +13,15 @@
 #include <cstdint>
 
 #include "flotilla/model/kernels.h"
+#include "model/attention.h"
 
 namespace flotilla::model::train_ops {
 
-// Query tokens per attention work item (same as InferenceSession: it decides which
-// positions a score row is computed over, which must match for bit-exact logits).
-inline constexpr int64_t kAttnBlock = 32;
-
-inline int64_t RoundUp8(int64_t n) { return (n + 7) / 8 * 8; }
+// The attention forward and its block size are shared with inference (model/attention.h).
+using ::flotilla::model::AttentionShape;
+using ::flotilla::model::CausalAttention;
+using ::flotilla::model::kAttnBlock;
+using ::flotilla::model::RoundUp8;
 
 // ---- Norms and element-wise -------------------------------------------------------------
 
@@ -40,23 +41,10 @@ void RopeBackward(const KernelTable& k, float* x, int64_t n, int64_t heads, int6
 
 // ---- Attention --------------------------------------------------------------------------
 
-struct AttentionShape {
-  int64_t n;  // tokens, at positions 0..n-1
-  int64_t n_heads;
-  int64_t n_kv_heads;
-  int64_t head_dim;
-};
-
-// Causal GQA attention exactly as InferenceSession::Attention at pos0 = 0: q [n x q_dim]
-// (after RoPE), k rows [n x kv_dim] (after RoPE), vt = V transposed [kv_dim x stride]
-// (columns >= n zero), out [n x q_dim]. scores: `slots` x kAttnBlock x stride floats.
-void AttentionForward(const AttentionShape& s, const float* q, const float* k, const float* vt, int64_t stride,
-                      float* out, float* scores, int64_t slots, const ComputeContext& ctx);
-
 // Floats of scratch AttentionBackward needs per slot.
 size_t AttentionBackwardScratchFloats(int64_t n);
 
-// Backward of AttentionForward: recomputes the probabilities exactly as the forward did,
+// Backward of CausalAttention at pos0 = 0: recomputes the probabilities exactly as the forward did,
 // then writes dq [n x q_dim] and dk, dv [n x kv_dim] (overwritten) from d_out [n x q_dim].
 // v holds the value rows [n x kv_dim]. One work item per KV head (it accumulates the
 // gradients of its query heads in order), `slots` scratch areas.

@@ -18,7 +18,7 @@
 #include <random>
 #include <vector>
 
-#include "../../src/train/train_ops.h"
+#include "train/train_ops.h"
 #include "flotilla/model/kernels.h"
 #include "train_test_util.h"
 
@@ -170,7 +170,7 @@ TEST(OpGradientTest, AttentionForwardAndBackward) {
   }
   const int64_t slots = 3;
   std::vector<float> scores(static_cast<size_t>(slots * train_ops::kAttnBlock * stride));
-  train_ops::AttentionForward(s, q.data(), k.data(), vt.data(), stride, out.data(), scores.data(), slots, ctx);
+  train_ops::CausalAttention(s, q.data(), k.data(), vt.data(), stride, out.data(), scores.data(), slots, ctx);
   const DVec ref = RefAttention(s, q, k, v);
   for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 1e-5) << i;
   // Backward against finite differences of the reference.

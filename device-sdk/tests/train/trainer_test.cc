@@ -13,7 +13,7 @@
 #include <cstring>
 #include <numeric>
 
-#include "../../src/train/trainer_internal.h"
+#include "train/trainer_internal.h"
 #include "flotilla/core/file.h"
 #include "flotilla/model/model_config.h"
 #include "flotilla/model/model_file.h"
