@@ -231,6 +231,15 @@ void PrintLossCurve(const std::vector<double>& curve) {
   std::printf("\n");
 }
 
+// The end-of-run summary both training commands print, and the optional loss CSV.
+Status ReportRun(const LoopResult& run, const LoopOptions& loop) {
+  std::printf("trained %lld steps, %lld tokens in %s (%.0f tokens/s)\n", static_cast<long long>(run.steps),
+              static_cast<long long>(run.tokens), Duration(run.seconds).c_str(),
+              run.seconds > 0 ? static_cast<double>(run.tokens) / run.seconds : 0.0);
+  PrintLossCurve(run.loss_curve);
+  return loop.loss_csv.empty() ? Status::Ok() : WriteLossCsv(loop.loss_csv, run.loss_curve);
+}
+
 std::vector<std::string> SplitLines(std::string_view text) {
   std::vector<std::string> lines;
   size_t pos = 0;
@@ -411,13 +420,7 @@ int RunPretrain(const PretrainOptions& o) {
   if (checkpoint) {
     if (Status s = checkpoint(); !s.ok()) return Fail(s);
   }
-  std::printf("trained %lld steps, %lld tokens in %s (%.0f tokens/s)\n", static_cast<long long>(run->steps),
-              static_cast<long long>(run->tokens), Duration(run->seconds).c_str(),
-              run->seconds > 0 ? static_cast<double>(run->tokens) / run->seconds : 0.0);
-  PrintLossCurve(run->loss_curve);
-  if (!o.loop.loss_csv.empty()) {
-    if (Status s = WriteLossCsv(o.loop.loss_csv, run->loss_curve); !s.ok()) return Fail(s);
-  }
+  if (Status s = ReportRun(*run, o.loop); !s.ok()) return Fail(s);
   if (Status s = weights->Save(o.out, vocab, name); !s.ok()) return Fail(s);
   std::printf("wrote %s (%.2f MiB)\n", o.out.c_str(), static_cast<double>(fs::file_size(o.out)) / (1024.0 * 1024.0));
 
@@ -537,13 +540,7 @@ int RunFinetune(const FinetuneOptions& o) {
   std::fflush(stdout);
   Result<LoopResult> run = TrainWithProgress(**trainer, train, o.loop.steps, 0, {});
   if (!run.ok()) return Fail(run.status());
-  std::printf("trained %lld steps, %lld tokens in %s (%.0f tokens/s)\n", static_cast<long long>(run->steps),
-              static_cast<long long>(run->tokens), Duration(run->seconds).c_str(),
-              run->seconds > 0 ? static_cast<double>(run->tokens) / run->seconds : 0.0);
-  PrintLossCurve(run->loss_curve);
-  if (!o.loop.loss_csv.empty()) {
-    if (Status s = WriteLossCsv(o.loop.loss_csv, run->loss_curve); !s.ok()) return Fail(s);
-  }
+  if (Status s = ReportRun(*run, o.loop); !s.ok()) return Fail(s);
   if (Status s = SaveAdapter(*adapter, o.out); !s.ok()) return Fail(s);
   std::printf("wrote %s (base sha256 %s)\n", o.out.c_str(), base_hash->substr(0, 16).c_str());
   if (before) {
