@@ -240,18 +240,6 @@ Status ReportRun(const LoopResult& run, const LoopOptions& loop) {
   return loop.loss_csv.empty() ? Status::Ok() : WriteLossCsv(loop.loss_csv, run.loss_curve);
 }
 
-std::vector<std::string> SplitLines(std::string_view text) {
-  std::vector<std::string> lines;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string_view::npos) end = text.size();
-    if (end > pos) lines.emplace_back(text.substr(pos, end - pos));
-    pos = end + 1;
-  }
-  return lines;
-}
-
 std::vector<std::string_view> Views(const std::vector<std::string>& v) {
   return std::vector<std::string_view>(v.begin(), v.end());
 }
@@ -331,7 +319,7 @@ int RunPretrain(const PretrainOptions& o) {
   // Corpus: one document per line; the last held_out_fraction of the lines is held out.
   Result<std::string> corpus = ReadFileString(o.corpus);
   if (!corpus.ok()) return Fail(corpus.status());
-  std::vector<std::string> docs = SplitLines(*corpus);
+  std::vector<std::string> docs = SplitNonEmptyLines(*corpus);
   if (docs.size() < 20) {
     return Fail(InvalidArgumentError("corpus " + o.corpus + " has " + std::to_string(docs.size()) +
                                      " non-empty lines; need at least 20"));
@@ -464,7 +452,7 @@ Result<TextSplit> LoadTexts(const std::string& samples, const std::string& label
     return out;
   }
   FLT_ASSIGN_OR_RETURN(std::string content, ReadFileString(text));
-  out.train = SplitLines(content);
+  out.train = SplitNonEmptyLines(content);
   const auto n_held = static_cast<size_t>(std::floor(static_cast<double>(out.train.size()) * held_fraction));
   out.held_out.assign(out.train.end() - static_cast<std::ptrdiff_t>(n_held), out.train.end());
   out.train.resize(out.train.size() - n_held);
@@ -606,7 +594,7 @@ int RunEval(const EvalOptions& o) {
   } else {
     Result<std::string> content = ReadFileString(o.text);
     if (!content.ok()) return Fail(content.status());
-    texts = SplitLines(*content);
+    texts = SplitNonEmptyLines(*content);
   }
   const TokenDataset data = TokenDataset::FromTexts((*base)->tokenizer(), texts);
   Result<EvalResult> r =

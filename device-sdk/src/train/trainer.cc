@@ -31,6 +31,18 @@ namespace flotilla::model {
 
 // ---- TokenDataset -----------------------------------------------------------------------
 
+std::vector<std::string> SplitNonEmptyLines(std::string_view text) {
+  std::vector<std::string> lines;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    if (end > pos) lines.emplace_back(text.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  return lines;
+}
+
 TokenDataset TokenDataset::FromTexts(const Tokenizer& tokenizer, std::span<const std::string> texts) {
   std::vector<int32_t> tokens;
   for (const std::string& text : texts) {

@@ -768,3 +768,15 @@ TEST(TrainerEngineTest, LoraOnAQuantizedBaseTrainsOnlyB) {
 
 }  // namespace
 }  // namespace flotilla::model
+
+namespace flotilla::model {
+namespace {
+
+TEST(SplitNonEmptyLinesTest, SkipsEmptyLinesAndKeepsOrder) {
+  EXPECT_EQ(SplitNonEmptyLines("a b\n\nc\n"), (std::vector<std::string>{"a b", "c"}));
+  EXPECT_EQ(SplitNonEmptyLines("\n\nlast"), (std::vector<std::string>{"last"}));
+  EXPECT_TRUE(SplitNonEmptyLines("").empty());
+}
+
+}  // namespace
+}  // namespace flotilla::model

@@ -17,13 +17,7 @@ Result<BaseModelInfo> PretrainBaseModel(const BaseModelOptions& o) {
   if (o.steps < 1) return InvalidArgumentError("base model: steps must be >= 1");
   const auto t0 = std::chrono::steady_clock::now();
   const std::string corpus = GenerateCorpus(o.seed, o.corpus_bytes);
-  std::vector<std::string> docs;
-  for (size_t pos = 0; pos < corpus.size();) {
-    size_t end = corpus.find('\n', pos);
-    if (end == std::string::npos) end = corpus.size();
-    if (end > pos) docs.push_back(corpus.substr(pos, end - pos));
-    pos = end + 1;
-  }
+  const std::vector<std::string> docs = model::SplitNonEmptyLines(corpus);
   const size_t n_held = std::max<size_t>(1, docs.size() / 20);
   if (docs.size() < 2 * n_held) return InvalidArgumentError("base model: corpus too small");
   const std::vector<std::string> train_docs(docs.begin(), docs.end() - static_cast<std::ptrdiff_t>(n_held));

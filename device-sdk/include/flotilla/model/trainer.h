@@ -9,6 +9,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "flotilla/core/status.h"
@@ -16,6 +17,9 @@
 #include "flotilla/model/train.h"
 
 namespace flotilla::model {
+
+// The non-empty lines of `text` (a corpus with one document per line), in order.
+std::vector<std::string> SplitNonEmptyLines(std::string_view text);
 
 // A token stream cut into training windows of seq_len + 1 tokens (inputs and the
 // next-token targets). Documents are concatenated with BOS/EOS separators ("packing").
