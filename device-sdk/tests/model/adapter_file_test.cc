@@ -12,6 +12,7 @@
 #include "flotilla/model/inference.h"
 #include "flotilla/model/quant.h"
 #include "inference_test_util.h"
+#include "lora_test_util.h"
 
 namespace flotilla::model {
 namespace {
@@ -48,10 +49,7 @@ const std::vector<Projection> kAll = {Projection::kQ,    Projection::kK,  Projec
 LoraAdapter MakeAdapter(const ModelConfig& mc, const LoraConfig& lc, uint64_t b_seed, float amp) {
   Result<LoraAdapter> a = LoraAdapter::Create(mc, lc);
   FLT_CHECK_OK(a.status());
-  SplitMix64 rng(b_seed);
-  for (LoraMatrix& m : a->matrices()) {
-    for (float& v : m.b) v = amp * rng.NextSymmetric();
-  }
+  ::flotilla::model::testing::FillRandomB(*a, b_seed, amp);
   return std::move(*a);
 }
 

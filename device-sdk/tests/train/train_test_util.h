@@ -13,6 +13,7 @@
 #include "flotilla/core/check.h"
 // (after check.h: the inference helpers use its macros)
 #include "../model/inference_test_util.h"
+#include "../model/lora_test_util.h"
 #include "flotilla/core/testing/seeded_random.h"
 #include "flotilla/model/llama_model.h"
 #include "flotilla/model/lora.h"
@@ -40,10 +41,7 @@ inline LoraAdapter TestAdapter(const ModelConfig& c, std::vector<Projection> tar
   flotilla::testing::SeededRandom rng(seed);
   Result<LoraAdapter> a = LoraAdapter::Create(c, lc, &rng);
   FLT_CHECK_OK(a.status());
-  SplitMix64 b_rng(seed * 77 + 1);
-  for (LoraMatrix& m : a->matrices()) {
-    for (float& v : m.b) v = b_scale * b_rng.NextSymmetric();
-  }
+  ::flotilla::model::testing::FillRandomB(*a, seed * 77 + 1, b_scale);
   return std::move(*a);
 }
 
