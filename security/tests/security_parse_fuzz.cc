@@ -1,5 +1,5 @@
 // libFuzzer target for the security module's decoders of untrusted bytes: public keys
-// (DER/PEM), DER signatures, certificates, AES-GCM open and Shamir share sets.
+// (DER/PEM), DER signatures, certificates (PEM, and peers' DER advert certificates), AES-GCM open and Shamir share sets.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -29,6 +29,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 2:
       CertificateCommonName(text).status().IgnoreError();
       VerifyCertificate(text, text).IgnoreError();
+      CertificateDer(text).status().IgnoreError();
+      {
+        // A neighbour's advert certificate (DER) checked against a fixed fleet CA.
+        static const std::string* const kCa = [] {
+          Result<CertificateAndKey> ca = CreateCertificateAuthority("fuzz CA");
+          return new std::string(ca.ok() ? ca->cert_pem : std::string());
+        }();
+        VerifiedCertificateKey(*kCa, in.subspan(1), "dev-0001").status().IgnoreError();
+      }
       break;
     case 3: {
       static const uint8_t kKey[16] = {1, 2, 3};

@@ -194,6 +194,34 @@ TEST_F(X509Test, CertificateFromAnotherCaFails) {
   EXPECT_EQ(VerifyCertificate(client_->cert_pem, server_->cert_pem).code(), StatusCode::kUnauthenticated);
 }
 
+TEST_F(X509Test, PeerCertificateKeyIsCheckedAgainstCaAndName) {
+  // What a hardened-profile device does with a neighbour's advert certificate.
+  Result<Bytes> der = CertificateDer(client_->cert_pem);
+  FLT_ASSERT_OK(der);
+  Result<EcdsaPublicKey> key = VerifiedCertificateKey(ca_->cert_pem, *der, "dev-0001");
+  FLT_ASSERT_OK(key);
+  Result<EcdsaPrivateKey> priv = EcdsaPrivateKey::FromPem(client_->key_pem);
+  FLT_ASSERT_OK(priv);
+  EXPECT_EQ(*key, priv->public_key());
+  // Another device's name: the coordinator swapped certificates between adverts.
+  EXPECT_EQ(VerifiedCertificateKey(ca_->cert_pem, *der, "dev-0002").status().code(), StatusCode::kUnauthenticated);
+  // The right name from another CA: a forged identity.
+  Result<CertificateAndKey> other_ca = CreateCertificateAuthority("Flotilla Test CA");
+  FLT_ASSERT_OK(other_ca);
+  Result<CertificateAndKey> rogue = IssueCertificate(*other_ca, {.common_name = "dev-0001"});
+  FLT_ASSERT_OK(rogue);
+  Result<Bytes> rogue_der = CertificateDer(rogue->cert_pem);
+  FLT_ASSERT_OK(rogue_der);
+  EXPECT_EQ(VerifiedCertificateKey(ca_->cert_pem, *rogue_der, "dev-0001").status().code(),
+            StatusCode::kUnauthenticated);
+  // Missing, truncated, oversized.
+  EXPECT_EQ(VerifiedCertificateKey(ca_->cert_pem, {}, "dev-0001").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(VerifiedCertificateKey(ca_->cert_pem, ByteSpan(*der).first(der->size() / 2), "dev-0001").status().code(),
+            StatusCode::kInvalidArgument);
+  Bytes huge(5000, 0x30);
+  EXPECT_EQ(VerifiedCertificateKey(ca_->cert_pem, huge, "dev-0001").status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST_F(X509Test, KeysMatchCertificates) {
   Result<EcdsaPrivateKey> key = EcdsaPrivateKey::FromPem(client_->key_pem);
   FLT_ASSERT_OK(key);

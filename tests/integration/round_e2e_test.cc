@@ -304,6 +304,8 @@ struct DeviceFleet {
   RoundRecorder recorder;
   std::shared_ptr<OpenSslKeyRing> coordinator_ring;
   std::shared_ptr<OpenSslKeyRing> peer_ring;  // hardened profile only
+  bool hardened_ = false;
+  std::string fleet_ca_pem_;
   std::vector<std::unique_ptr<device::DeviceAgent>> agents;
 
   Status Create(World& w, uint32_t devices, size_t trainable, bool hardened = false) {
@@ -316,8 +318,12 @@ struct DeviceFleet {
     coordinator_ring = std::make_shared<OpenSslKeyRing>();
     FLT_ASSIGN_OR_RETURN(std::string pem, ReadFileString(w.coordinator_files.first));
     FLT_RETURN_IF_ERROR(coordinator_ring->AddCertificatePem("coordinator", pem));
+    hardened_ = hardened;
     if (hardened) {
-      // The hardened profile: every device can verify its neighbours' certified keys.
+      // The hardened profile. Even devices get their neighbours' keys provisioned (the
+      // simulator's shared ring); odd ones learn them from the certificates in the key
+      // adverts, checked against the fleet CA — what a real device does.
+      FLT_ASSIGN_OR_RETURN(fleet_ca_pem_, ReadFileString(w.pki->ca_cert));
       peer_ring = std::make_shared<OpenSslKeyRing>();
       for (uint32_t i = 1; i <= devices; ++i) {
         FLT_ASSIGN_OR_RETURN(std::string cert, ReadFileString(w.device_files[i - 1].first));
@@ -364,7 +370,14 @@ struct DeviceFleet {
       FLT_ASSIGN_OR_RETURN(auto signer, OpenSslEcdsaSigner::FromPem(id, key_pem));
       d.signer = std::move(signer);
       d.verifier = coordinator_ring;
-      d.peer_verifier = peer_ring;
+      if (hardened_) {
+        FLT_ASSIGN_OR_RETURN(c.certificate_pem, ReadFileString(w.device_files[i - 1].first));
+      }
+      if (hardened_ && i % 2 == 1) {
+        c.fleet_ca_pem = fleet_ca_pem_;
+      } else {
+        d.peer_verifier = peer_ring;
+      }
       d.trainer = std::make_shared<device::SeededLocalTrainer>(i, 8 + i % 32, 0.05f);
       d.uploader = blobs;
       d.fetcher = blobs;

@@ -10,6 +10,7 @@
 #include "flotilla/protocol/payload.h"
 #include "flotilla/protocol/topics.h"
 #include "flotilla/security/hash.h"
+#include "flotilla/security/x509.h"
 
 namespace flotilla::device {
 
@@ -71,7 +72,26 @@ Result<std::unique_ptr<DeviceAgent>> DeviceAgent::Open(DeviceAgentConfig config,
   std::filesystem::create_directories(config.data_dir, ec);
   if (ec) return UnavailableError("DeviceAgent: cannot create " + config.data_dir.string() + ": " + ec.message());
 
+  // Our own certificate rides with hardened key adverts so neighbours can check our key.
+  // A device that relies on it (fleet_ca_pem) must hold one the CA vouches for, naming it;
+  // otherwise the PEM is only for enrolment (the coordinator checks it) and one that does
+  // not parse just is not sent.
+  Bytes certificate_der;
+  if (!config.fleet_ca_pem.empty()) {
+    if (config.certificate_pem.empty())
+      return InvalidArgumentError("DeviceAgent: fleet_ca_pem needs the device's certificate_pem");
+    FLT_RETURN_IF_ERROR(security::VerifyCertificate(config.fleet_ca_pem, config.certificate_pem)
+                            .WithContext("DeviceAgent: own certificate"));
+    FLT_ASSIGN_OR_RETURN(std::string cn, security::CertificateCommonName(config.certificate_pem));
+    if (cn != config.device_id)
+      return InvalidArgumentError("DeviceAgent: certificate names '" + cn + "', not the device id '" +
+                                  config.device_id + "'");
+  }
+  if (!config.certificate_pem.empty()) {
+    if (auto der = security::CertificateDer(config.certificate_pem); der.ok()) certificate_der = std::move(*der);
+  }
   auto impl = std::make_unique<Impl>(std::move(config), std::move(deps));
+  impl->certificate_der = std::move(certificate_der);
   FLT_ASSIGN_OR_RETURN(impl->store, AgentStore::Open(impl->config.data_dir / "agent.db"));
   FLT_RETURN_IF_ERROR(impl->LoadState());
   return std::unique_ptr<DeviceAgent>(new DeviceAgent(std::move(impl)));

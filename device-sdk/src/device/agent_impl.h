@@ -27,6 +27,7 @@
 #include "flotilla/protocol/payload.h"
 #include "flotilla/protocol/replay_window.h"
 #include "flotilla/protocol/topics.h"
+#include "flotilla/security/identity.h"
 
 namespace flotilla::device {
 
@@ -37,6 +38,9 @@ struct ActiveRound {
   uint32_t index = 0;
   v1::RoundInvitation invitation;
   std::unique_ptr<aggregation::SecAggClient> client;  // set on accept
+  // Hardened profile with certified keys: neighbours' identity keys, filled from their
+  // advert certificates before the client sees NeighbourKeys. Null otherwise.
+  std::shared_ptr<security::KeyRing> peer_keys;
   std::vector<uint32_t> input;                         // fixed-point SecAgg input (task-owned)
   int64_t expires_ms = 0;                              // forget the round after this (wall clock)
   // The last message this device sent in the round, re-published after a reconnect.
@@ -57,6 +61,9 @@ struct DeviceAgent::Impl {
   Status PublishReported();
   Status SendEnrolment();
   void HandleEnrolmentResponse(const protocol::OpenedEnvelope& env);
+  // agent_round.cc: hardened profile with certified keys: neighbours' keys from their
+  // advert certificates (checked against the fleet CA) into r.peer_keys.
+  Status LearnCertifiedKeys(ActiveRound& r, const v1::NeighbourKeys& m);
   v1::Eligibility CurrentEligibility() const;
   bool status_snapshot_enrolled();
   // Runs `work` as the one task in flight (on the runner, or inline without one); the
@@ -126,6 +133,7 @@ struct DeviceAgent::Impl {
   protocol::ReplayWindow replay;
   protocol::OpenOptions open_options;
   std::string session_id;
+  Bytes certificate_der;  // own certificate (config.certificate_pem), sent with hardened key adverts
   bool ever_connected = false;
   int64_t last_resend_ms = 0;  // rate limit of re-sends triggered by duplicates
 

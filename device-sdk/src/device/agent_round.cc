@@ -9,6 +9,7 @@
 #include "flotilla/aggregation/strategies.h"
 #include "flotilla/core/log.h"
 #include "flotilla/security/hash.h"
+#include "flotilla/security/x509.h"
 
 namespace flotilla::device {
 
@@ -196,13 +197,20 @@ void DeviceAgent::Impl::HandleInvitation(const protocol::OpenedEnvelope& env) {
   if (inv->coordinator_box_public_key().size() != security::kX25519KeySize)
     return Decline(id, v1::DECLINE_REASON_PARAMETERS_REFUSED, "coordinator box key is not 32 bytes");
   const bool hardened = sc.profile() != v1::SEC_AGG_PROFILE_CURIOUS;
-  if (hardened && !deps.peer_verifier)
-    return Decline(id, v1::DECLINE_REASON_PARAMETERS_REFUSED, "hardened profile needs neighbour keys");
+  const bool certified_keys = hardened && !deps.peer_verifier && !config.fleet_ca_pem.empty();
+  if (hardened && !deps.peer_verifier && !certified_keys)
+    return Decline(id, v1::DECLINE_REASON_PARAMETERS_REFUSED, "hardened profile needs neighbour keys or a fleet CA");
 
   aggregation::SecAggClientOptions co;
+  std::shared_ptr<security::KeyRing> peer_keys;
   if (hardened) {
     co.signer = deps.signer;
-    co.verifier = deps.peer_verifier;
+    if (certified_keys) {
+      peer_keys = std::make_shared<security::KeyRing>();
+      co.verifier = peer_keys;
+    } else {
+      co.verifier = deps.peer_verifier;
+    }
   }
   std::copy(inv->coordinator_box_public_key().begin(), inv->coordinator_box_public_key().end(),
             co.coordinator_box_key.begin());
@@ -213,6 +221,7 @@ void DeviceAgent::Impl::HandleInvitation(const protocol::OpenedEnvelope& env) {
 
   round->invitation = std::move(*inv);
   round->client = std::move(*client);
+  round->peer_keys = std::move(peer_keys);
   round->index = sc.self_index();
   const v1::StageDeadlines& d = round->invitation.secagg().deadlines();
   const int64_t last = std::max({d.advertise_keys_ms(), d.share_keys_ms(), d.masked_input_ms(),
@@ -326,6 +335,8 @@ void DeviceAgent::Impl::HandleInvitation(const protocol::OpenedEnvelope& env) {
         fail(advert.status());
         break;
       }
+      if (r->invitation.secagg().profile() != v1::SEC_AGG_PROFILE_CURIOUS && !certificate_der.empty())
+        advert->set_certificate_der(certificate_der.data(), certificate_der.size());
       out.status = Send(*advert, &out.wire, &out.topic);
       out.next_state = "advertised";
     } while (false);
@@ -357,6 +368,17 @@ void DeviceAgent::Impl::HandleInvitation(const protocol::OpenedEnvelope& env) {
 
 // ---------------------------------------------------------------- SecAgg stages
 
+Status DeviceAgent::Impl::LearnCertifiedKeys(ActiveRound& r, const v1::NeighbourKeys& m) {
+  // The client then checks each advert's signature under the key its certificate carries;
+  // a neighbour without a valid certificate fails the stage like a bad signature would.
+  for (const v1::AdvertiseKeys& a : m.adverts()) {
+    auto key = security::VerifiedCertificateKey(config.fleet_ca_pem, AsBytes(a.certificate_der()), a.device_id());
+    if (!key.ok()) return UnauthenticatedError("advert of " + std::to_string(a.index()) + ": " + key.status().message());
+    r.peer_keys->Add(a.device_id(), std::move(*key));
+  }
+  return Status::Ok();
+}
+
 void DeviceAgent::Impl::HandleSecAggMessage(const protocol::OpenedEnvelope& env) {
   // Unpack on the owner thread (cheap), run the stage as a task (X25519, mask expansion).
   std::string round_id;
@@ -374,6 +396,7 @@ void DeviceAgent::Impl::HandleSecAggMessage(const protocol::OpenedEnvelope& env)
     case v1::PAYLOAD_TYPE_NEIGHBOUR_KEYS:
       parsed = bind(protocol::UnpackPayload<v1::NeighbourKeys>(env),
                     [](Impl* self, ActiveRound& r, const v1::NeighbourKeys& m, TaskOutcome& out) -> Result<AgentStage> {
+                      if (r.peer_keys) FLT_RETURN_IF_ERROR(self->LearnCertifiedKeys(r, m));
                       FLT_ASSIGN_OR_RETURN(auto reply, r.client->HandleNeighbourKeys(m));
                       if (self->DropBefore(r.round_id, AgentStage::kShareKeys)) return AgentStage::kShareKeys;
                       FLT_RETURN_IF_ERROR(self->Send(reply, &out.wire, &out.topic));

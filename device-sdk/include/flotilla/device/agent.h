@@ -69,6 +69,11 @@ struct DeviceAgentConfig {
   std::string certificate_pem;
   Bytes identity_public_key_der;
   std::string enrolment_token;
+  // Hardened SecAgg profile: an agent with a certificate_pem sends it (DER) with its key
+  // advert. With fleet_ca_pem set and no DeviceAgentDeps::peer_verifier, it takes each
+  // neighbour's identity key from the certificate in their advert, checked against this
+  // CA and the neighbour's device id. Neither: hardened invitations are declined.
+  std::string fleet_ca_pem;
   // A masked input whose sealed envelope would exceed this goes over HTTP (claim check).
   size_t max_inline_envelope_bytes = 64 * 1024;
   // A round is forgotten (state "abandoned") this long after its last stage deadline.
@@ -109,8 +114,9 @@ struct DeviceAgentDeps {
   std::shared_ptr<const protocol::Signer> signer;             // required; identity() == device_id
   std::shared_ptr<const protocol::SignatureVerifier> verifier;  // required; knows the coordinator's key
   // Hardened SecAgg profile: verifies the neighbours' identity signatures on key adverts
-  // and consistency checks (their certified keys). Null: hardened invitations are declined
-  // with PARAMETERS_REFUSED.
+  // and consistency checks with keys provisioned out of band (the simulator's shared
+  // keyring). Null: the certified keys in the adverts are used (config.fleet_ca_pem), and
+  // without a CA either, hardened invitations are declined with PARAMETERS_REFUSED.
   std::shared_ptr<const protocol::SignatureVerifier> peer_verifier;
   std::shared_ptr<LocalTrainer> trainer;                      // required
   std::shared_ptr<UpdateUploader> uploader;   // null: inputs over the MQTT budget make the device drop out

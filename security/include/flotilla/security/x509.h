@@ -8,7 +8,9 @@
 #include <string_view>
 #include <vector>
 
+#include "flotilla/core/bytes.h"
 #include "flotilla/core/status.h"
+#include "flotilla/security/identity.h"
 
 namespace flotilla::security {
 
@@ -44,5 +46,14 @@ Result<std::string> CertificateCommonName(std::string_view cert_pem);
 // OK if `cert_pem` chains to `ca_pem` and is within its validity period;
 // Unauthenticated otherwise, with the mbedTLS verification flags in the message.
 Status VerifyCertificate(std::string_view ca_pem, std::string_view cert_pem);
+
+// DER of the (first) certificate in `cert_pem`; InvalidArgument if it does not parse.
+Result<Bytes> CertificateDer(std::string_view cert_pem);
+
+// The P-256 identity key of a peer's DER certificate (untrusted bytes, at most 4 KiB),
+// after checking that it chains to `ca_pem`, is within its validity period and has
+// subject CN `expected_cn`. Unauthenticated for a certificate that fails any check,
+// InvalidArgument for one that does not parse.
+Result<EcdsaPublicKey> VerifiedCertificateKey(std::string_view ca_pem, ByteSpan cert_der, std::string_view expected_cn);
 
 }  // namespace flotilla::security

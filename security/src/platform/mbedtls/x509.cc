@@ -253,23 +253,22 @@ Result<CertificateAndKey> IssueCertificate(const CertificateAndKey& ca, const Ce
   return Finish(w, key);
 }
 
-Result<std::string> CertificateCommonName(std::string_view cert_pem) {
-  internal::CrtChain crt;
-  FLT_RETURN_IF_ERROR(internal::ParseCertificatesPem(crt, cert_pem, "certificate PEM"));
+namespace {
+
+// Subject CN of a parsed certificate; InvalidArgument naming `what` if it has none.
+Result<std::string> CommonName(const mbedtls_x509_crt& crt, std::string_view what) {
   constexpr std::string_view kCnOid(MBEDTLS_OID_AT_CN, MBEDTLS_OID_SIZE(MBEDTLS_OID_AT_CN));
-  for (const mbedtls_x509_name* n = &crt.get()->subject; n != nullptr; n = n->next) {
+  for (const mbedtls_x509_name* n = &crt.subject; n != nullptr; n = n->next) {
     if (n->oid.p != nullptr && AsStringView(ByteSpan(n->oid.p, n->oid.len)) == kCnOid) {
       return std::string(AsStringView(ByteSpan(n->val.p, n->val.len)));
     }
   }
-  return InvalidArgumentError("certificate PEM: subject has no common name");
+  return InvalidArgumentError(std::string(what) + ": subject has no common name");
 }
 
-Status VerifyCertificate(std::string_view ca_pem, std::string_view cert_pem) {
-  internal::CrtChain ca;
-  FLT_RETURN_IF_ERROR(internal::ParseCertificatesPem(ca, ca_pem, "CA certificate"));
-  internal::CrtChain crt;
-  FLT_RETURN_IF_ERROR(internal::ParseCertificatesPem(crt, cert_pem, "certificate"));
+// OK if the first certificate of `crt` chains to `ca`; Unauthenticated with mbedTLS's
+// reasons otherwise.
+Status VerifyChain(internal::CrtChain& crt, internal::CrtChain& ca) {
   uint32_t flags = 0;
   int ret = mbedtls_x509_crt_verify(crt.get(), ca.get(), nullptr, nullptr, &flags, nullptr, nullptr);
   if (ret == 0) return Status::Ok();
@@ -281,6 +280,49 @@ Status VerifyCertificate(std::string_view ca_pem, std::string_view cert_pem) {
   char hex[16];
   std::snprintf(hex, sizeof(hex), "0x%08x", flags);
   return UnauthenticatedError("certificate does not verify (flags " + std::string(hex) + "): " + reasons);
+}
+
+}  // namespace
+
+Result<std::string> CertificateCommonName(std::string_view cert_pem) {
+  internal::CrtChain crt;
+  FLT_RETURN_IF_ERROR(internal::ParseCertificatesPem(crt, cert_pem, "certificate PEM"));
+  return CommonName(*crt.get(), "certificate PEM");
+}
+
+Status VerifyCertificate(std::string_view ca_pem, std::string_view cert_pem) {
+  internal::CrtChain ca;
+  FLT_RETURN_IF_ERROR(internal::ParseCertificatesPem(ca, ca_pem, "CA certificate"));
+  internal::CrtChain crt;
+  FLT_RETURN_IF_ERROR(internal::ParseCertificatesPem(crt, cert_pem, "certificate"));
+  return VerifyChain(crt, ca);
+}
+
+Result<Bytes> CertificateDer(std::string_view cert_pem) {
+  internal::CrtChain crt;
+  FLT_RETURN_IF_ERROR(internal::ParseCertificatesPem(crt, cert_pem, "certificate PEM"));
+  return Bytes(crt.get()->raw.p, crt.get()->raw.p + crt.get()->raw.len);
+}
+
+Result<EcdsaPublicKey> VerifiedCertificateKey(std::string_view ca_pem, ByteSpan cert_der, std::string_view expected_cn) {
+  constexpr size_t kMaxCertificateDer = 4096;
+  if (cert_der.empty() || cert_der.size() > kMaxCertificateDer) {
+    return InvalidArgumentError("peer certificate: " + std::to_string(cert_der.size()) + " bytes (want 1.." +
+                                std::to_string(kMaxCertificateDer) + ")");
+  }
+  internal::CrtChain ca;
+  FLT_RETURN_IF_ERROR(internal::ParseCertificatesPem(ca, ca_pem, "CA certificate"));
+  internal::CrtChain crt;
+  int ret = mbedtls_x509_crt_parse_der(crt.get(), cert_der.data(), cert_der.size());
+  if (ret != 0) return MbedTlsStatus(StatusCode::kInvalidArgument, "peer certificate", ret);
+  FLT_RETURN_IF_ERROR(VerifyChain(crt, ca));
+  FLT_ASSIGN_OR_RETURN(std::string cn, CommonName(*crt.get(), "peer certificate"));
+  if (cn != expected_cn) {
+    return UnauthenticatedError("peer certificate names \"" + cn + "\", not \"" + std::string(expected_cn) + "\"");
+  }
+  FLT_RETURN_IF_ERROR(internal::CheckP256(&crt.get()->pk, "peer certificate key"));
+  FLT_ASSIGN_OR_RETURN(Bytes der, internal::PublicKeyDer(&crt.get()->pk));
+  return EcdsaPublicKey::FromDer(der);
 }
 
 }  // namespace flotilla::security
