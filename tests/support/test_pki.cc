@@ -1,11 +1,16 @@
 #include "test_pki.h"
 
+#include <system_error>
+
 #include "flotilla/core/file.h"
 #include "flotilla/security/x509.h"
 
 namespace flotilla::testsupport {
 
 Result<TestPki> TestPki::Create(const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return UnavailableError("cannot create " + dir.string() + ": " + ec.message());
   FLT_ASSIGN_OR_RETURN(security::CertificateAndKey ca, security::CreateCertificateAuthority("flotilla test fleet CA"));
   security::CertificateRequest req;
   req.common_name = "broker";

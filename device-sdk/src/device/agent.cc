@@ -178,6 +178,7 @@ size_t DeviceAgent::Poll(std::chrono::milliseconds timeout) {
   n += s.RunCompletions();
   s.Pump();
   s.CheckDeadlines();
+  s.RetryEnrolment();
   return n;
 }
 
@@ -248,10 +249,8 @@ void DeviceAgent::Impl::OnConnectionState(ConnectionState state, const Status& c
     FLT_LOG(kWarn, "agent") << config.device_id << ": reported state not published: " << s.ToString();
   }
   if (!status_snapshot_enrolled() && !config.certificate_pem.empty()) {
-    s = SendEnrolment();
-    if (!s.ok()) {
-      FLT_LOG(kWarn, "agent") << config.device_id << ": enrolment not sent: " << s.ToString();
-    }
+    enrolment_backoff_ms = 0;
+    EnrolNow();
   }
   // Whatever this device last said in the running round may have been lost with the
   // connection. Receivers drop exact duplicates (same message id), so re-send it.
@@ -288,6 +287,30 @@ Status DeviceAgent::Impl::PublishReported() {
   r.set_timestamp_ms(clock.NowUnixMillis());
   for (const auto& g : config.groups) r.add_groups(g);
   return Send(r);
+}
+
+void DeviceAgent::Impl::EnrolNow() {
+  Status s = SendEnrolment();
+  if (!s.ok()) {
+    FLT_LOG(kWarn, "agent") << config.device_id << ": enrolment not sent: " << s.ToString();
+  }
+  const int64_t first = config.enrolment_retry.count(), cap = config.enrolment_retry_max.count();
+  enrolment_backoff_ms = enrolment_backoff_ms == 0 ? first : std::min(enrolment_backoff_ms * 2, cap);
+  // Jitter over the upper half, so a fleet that booted together does not retry together.
+  const int64_t half = std::max<int64_t>(enrolment_backoff_ms / 2, 1);
+  next_enrolment_ms =
+      clock.NowUnixMillis() + half + static_cast<int64_t>(random.Uniform(static_cast<uint64_t>(half) + 1));
+}
+
+void DeviceAgent::Impl::RetryEnrolment() {
+  if (next_enrolment_ms == 0 || clock.NowUnixMillis() < next_enrolment_ms) return;
+  if (status_snapshot_enrolled()) {
+    next_enrolment_ms = 0;
+    return;
+  }
+  if (!transport || transport->state() != protocol::ConnectionState::kConnected) return;  // reconnect re-sends
+  FLT_LOG(kDebug, "agent") << config.device_id << ": no enrolment response yet, re-sending";
+  EnrolNow();
 }
 
 Status DeviceAgent::Impl::SendEnrolment() {

@@ -60,6 +60,10 @@ struct DeviceAgent::Impl {
   void Reject(std::string_view what, const Status& why);
   Status PublishReported();
   Status SendEnrolment();
+  // SendEnrolment now (logging a failure) and schedule the next try.
+  void EnrolNow();
+  // Poll(): re-sends a due enrolment while connected and not enrolled.
+  void RetryEnrolment();
   void HandleEnrolmentResponse(const protocol::OpenedEnvelope& env);
   // agent_round.cc: hardened profile with certified keys: neighbours' keys from their
   // advert certificates (checked against the fleet CA) into r.peer_keys.
@@ -135,6 +139,11 @@ struct DeviceAgent::Impl {
   std::string session_id;
   Bytes certificate_der;  // own certificate (config.certificate_pem), sent with hardened key adverts
   bool ever_connected = false;
+  // Enrolment retries (owner thread): an EnrolmentRequest published while the coordinator
+  // was not subscribed is lost, so it is re-sent with jittered doubling back-off until a
+  // response arrives. 0 = nothing scheduled.
+  int64_t next_enrolment_ms = 0;
+  int64_t enrolment_backoff_ms = 0;
   int64_t last_resend_ms = 0;  // rate limit of re-sends triggered by duplicates
 
   mutable std::mutex status_mu;

@@ -275,6 +275,40 @@ TEST_F(AgentTest, EnrolsOnceAndJoinsTheGroupsItIsGiven) {
   EXPECT_TRUE(Uplink(v1::PAYLOAD_TYPE_ENROLMENT_REQUEST).empty());
 }
 
+TEST_F(AgentTest, ReSendsALostEnrolmentWithBackOffUntilAnswered) {
+  // The coordinator was not subscribed when the first request went out: no response.
+  auto agent = MakeAgent([](DeviceAgentConfig& c, DeviceAgentDeps&) {
+    c.certificate_pem = "pem";
+    c.enrolment_retry = std::chrono::seconds(4);
+    c.enrolment_retry_max = std::chrono::seconds(10);
+  });
+  ASSERT_TRUE(agent->Connect(std::chrono::seconds(1)).ok());
+  ASSERT_EQ(Uplink(v1::PAYLOAD_TYPE_ENROLMENT_REQUEST).size(), 1u);
+  clock_.Advance(std::chrono::milliseconds(1999));  // before the jittered window [2 s, 4 s]
+  agent->Poll(std::chrono::milliseconds(0));
+  EXPECT_EQ(Uplink(v1::PAYLOAD_TYPE_ENROLMENT_REQUEST).size(), 1u);
+  clock_.Advance(std::chrono::milliseconds(2002));
+  agent->Poll(std::chrono::milliseconds(0));
+  ASSERT_EQ(Uplink(v1::PAYLOAD_TYPE_ENROLMENT_REQUEST).size(), 2u);
+  // Doubled: the next one comes no sooner than 4 s later, no later than 8 s.
+  clock_.Advance(std::chrono::milliseconds(3999));
+  agent->Poll(std::chrono::milliseconds(0));
+  EXPECT_EQ(Uplink(v1::PAYLOAD_TYPE_ENROLMENT_REQUEST).size(), 2u);
+  clock_.Advance(std::chrono::milliseconds(4002));
+  agent->Poll(std::chrono::milliseconds(0));
+  ASSERT_EQ(Uplink(v1::PAYLOAD_TYPE_ENROLMENT_REQUEST).size(), 3u);
+  v1::EnrolmentResponse resp;
+  resp.set_device_id("dev-1");
+  resp.set_accepted(true);
+  FromCoordinator("fl/v1/d/dev-1/dn/cmd/enrolment", resp, "dev-1");
+  agent->Poll(std::chrono::milliseconds(0));
+  ASSERT_TRUE(agent->status().enrolled);
+  // Answered: no more requests, even well past the longest back-off (10 s).
+  clock_.Advance(std::chrono::seconds(25));
+  agent->Poll(std::chrono::milliseconds(0));
+  EXPECT_EQ(Uplink(v1::PAYLOAD_TYPE_ENROLMENT_REQUEST).size(), 3u);
+}
+
 TEST_F(AgentTest, StateSurvivesARestartAndUnfinishedRoundsAreAbandoned) {
   {
     auto agent = MakeAgent();

@@ -69,6 +69,10 @@ struct DeviceAgentConfig {
   std::string certificate_pem;
   Bytes identity_public_key_der;
   std::string enrolment_token;
+  // No EnrolmentResponse yet (the coordinator was down or not subscribed): re-send after
+  // this, doubling up to the max, jittered.
+  std::chrono::milliseconds enrolment_retry{std::chrono::seconds(5)};
+  std::chrono::milliseconds enrolment_retry_max{std::chrono::minutes(5)};
   // Hardened SecAgg profile: an agent with a certificate_pem sends it (DER) with its key
   // advert. With fleet_ca_pem set and no DeviceAgentDeps::peer_verifier, it takes each
   // neighbour's identity key from the certificate in their advert, checked against this
