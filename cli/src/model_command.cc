@@ -16,6 +16,7 @@
 
 #include "command_registry.h"
 #include "lora_options.h"
+#include "flotilla/model/adapter_file.h"
 #include "flotilla/model/cpu_features.h"
 #include "flotilla/model/gguf.h"
 #include "flotilla/model/inference.h"
@@ -257,6 +258,8 @@ struct BenchCliOptions {
   int reps = 5;
   std::vector<int> threads;
   std::vector<std::string> cpu_paths;
+  std::string lora;          // adapter measured next to the plain base
+  float lora_scale = 1.0f;
 };
 
 int RunBenchCommand(const BenchCliOptions& o) {
@@ -273,6 +276,12 @@ int RunBenchCommand(const BenchCliOptions& o) {
   if (paths.empty()) paths.push_back(ActiveCpuPath());
   std::vector<int> threads = o.threads;
   if (threads.empty()) threads.push_back(ThreadPool::DefaultThreadCount());
+  std::string base_sha256;
+  if (!o.lora.empty()) {
+    Result<std::string> h = ModelFileSha256(o.model);  // an adapter for another base is refused
+    if (!h.ok()) return Fail(h.status());
+    base_sha256 = std::move(*h);
+  }
 
   std::string label = std::string(model.name());
   if (label.empty()) label = "llama";
@@ -289,22 +298,44 @@ int RunBenchCommand(const BenchCliOptions& o) {
       bo.cpu_path = p;
       Result<std::vector<BenchResult>> results = RunBench(model, bo);
       if (!results.ok()) return Fail(results.status());
+      if (!o.lora.empty()) {
+        // The same tests with the adapter applied, printed under the plain ones.
+        bo.adapter_path = o.lora;
+        bo.adapter_scale = o.lora_scale;
+        bo.base_sha256 = base_sha256;
+        Result<std::vector<BenchResult>> with = RunBench(model, bo);
+        if (!with.ok()) return Fail(with.status().WithContext("adapter " + o.lora));
+        results->insert(results->end(), with->begin(), with->end());
+      }
       if (!header_done) {
-        std::printf("| %-28s | %10s | %8s | %-16s | %7s | %6s | %20s |\n", "model", "size", "params", "backend",
+        std::printf("| %-28s | %10s | %8s | %-16s | %7s | %11s | %20s |\n", "model", "size", "params", "backend",
                     "threads", "test", "t/s");
         std::printf("| %s | %s | %s | %s | %s | %s | %s |\n", std::string(28, '-').c_str(),
                     std::string(10, '-').c_str(), std::string(8, '-').c_str(), std::string(16, '-').c_str(),
-                    std::string(7, '-').c_str(), std::string(6, '-').c_str(), std::string(20, '-').c_str());
+                    std::string(7, '-').c_str(), std::string(11, '-').c_str(), std::string(20, '-').c_str());
         header_done = true;
       }
       for (const BenchResult& r : *results) {
         const std::string backend = "CPU (" + std::string(ToString(r.cpu_path)) + ")";
+        const std::string test = r.test + (r.with_adapter ? "+lora" : "");
         char tps[64];
         std::snprintf(tps, sizeof tps, "%.2f ± %.2f", r.median, r.stddev);
-        std::printf("| %-28s | %6.2f MiB | %6.2f M | %-16s | %7d | %6s | %20s |\n", label.c_str(),
+        std::printf("| %-28s | %6.2f MiB | %6.2f M | %-16s | %7d | %11s | %20s |\n", label.c_str(),
                     static_cast<double>(model.TensorBytes()) / kMiB, static_cast<double>(model.ParameterCount()) / 1e6,
-                    backend.c_str(), r.n_threads, r.test.c_str(), tps);
-        if (r.test.rfind("tg", 0) == 0) best_tg = std::max(best_tg, r.median);
+                    backend.c_str(), r.n_threads, test.c_str(), tps);
+        if (r.test.rfind("tg", 0) == 0 && !r.with_adapter) best_tg = std::max(best_tg, r.median);
+      }
+      if (!o.lora.empty()) {
+        // Adapter cost per test: the relative slowdown of the medians.
+        for (const BenchResult& plain : *results) {
+          if (plain.with_adapter) continue;
+          for (const BenchResult& lora : *results) {
+            if (lora.with_adapter && lora.test == plain.test && plain.median > 0) {
+              std::printf("  %s: adapter (scale %g) costs %+.1f%% t/s\n", plain.test.c_str(),
+                          static_cast<double>(o.lora_scale), 100.0 * (lora.median / plain.median - 1.0));
+            }
+          }
+        }
       }
       std::fflush(stdout);
     }
@@ -399,6 +430,8 @@ CommandRegistration model_registration("model", [](CLI::App& root) {
   bench->add_option("--cpu-path", bo->cpu_paths,
                     "Kernel paths, comma-separated: scalar|avx2|avx512vnni|neon|neon-dotprod (default: best)")
       ->delimiter(',');
+  bench->add_option("--lora", bo->lora, "LoRA adapter .gguf: also measure with it applied (rows marked +lora)");
+  bench->add_option("--lora-scale", bo->lora_scale, "Scale of the --lora adapter")->capture_default_str();
   bench->callback([bo] { ExitCode() = RunBenchCommand(*bo); });
 });
 

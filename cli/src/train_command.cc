@@ -25,6 +25,7 @@
 #include "flotilla/core/random.h"
 #include "flotilla/device/sample_store.h"
 #include "flotilla/model/adapter_file.h"
+#include "flotilla/model/finetune.h"
 #include "flotilla/model/llama_model.h"
 #include "flotilla/model/lora.h"
 #include "flotilla/model/model_config.h"
@@ -491,48 +492,42 @@ int RunFinetune(const FinetuneOptions& o) {
   std::printf("data: %zu training samples (%lld tokens), %zu held out (%lld tokens)\n", texts->train.size(),
               static_cast<long long>(train.size()), texts->held_out.size(), static_cast<long long>(held.size()));
 
-  LoraConfig lc;
-  lc.rank = o.rank;
-  lc.alpha = o.alpha;
-  Result<std::vector<Projection>> targets = ParseProjections(o.targets);
-  if (!targets.ok()) return Fail(targets.status());
-  lc.targets = *targets;
-  lc.frozen_a = !o.train_a;
-  lc.a_seed = o.frozen_a_seed ? *o.frozen_a_seed : OsRandom().NextU64();
-  Result<LoraAdapter> adapter = LoraAdapter::Create((*base)->config(), lc, o.train_a ? &OsRandom() : nullptr);
-  if (!adapter.ok()) return Fail(adapter.status());
-  adapter->base_hash = *base_hash;
-  adapter->version = o.adapter_version;
-  adapter->name = o.name.empty() ? std::string((*base)->name()) + "-lora" : o.name;
-
-  TrainEngineOptions eo;
-  eo.n_threads = o.loop.threads;
-  eo.max_seq_len = o.loop.seq;
-  Result<std::unique_ptr<TrainEngine>> engine = TrainEngine::CreateLora(**base, *adapter, eo);
-  if (!engine.ok()) return Fail(engine.status());
-  Result<std::unique_ptr<Trainer>> trainer = Trainer::Create(**engine, ToTrainerOptions(o.loop));
-  if (!trainer.ok()) return Fail(trainer.status());
+  LoraFinetuneOptions fo;
+  fo.rank = o.rank;
+  fo.alpha = o.alpha;
+  fo.targets = o.targets;
+  fo.frozen_a_seed = o.frozen_a_seed;
+  fo.train_a = o.train_a;
+  fo.base_sha256 = *base_hash;
+  fo.name = o.name;
+  fo.adapter_version = o.adapter_version;
+  fo.trainer = ToTrainerOptions(o.loop);
+  fo.n_threads = o.loop.threads;
+  Result<std::unique_ptr<LoraFinetuneJob>> job = LoraFinetuneJob::Create(**base, fo);
+  if (!job.ok()) return Fail(job.status());
+  const LoraAdapter& adapter = (*job)->adapter();
+  const LoraConfig& lc = adapter.config();
   std::printf("base: %s (%s, %s), LoRA rank %lld alpha %g on %s, %s A (seed %llu), %lld trainable values; %d threads\n",
               o.model.c_str(), std::string((*base)->name()).c_str(), (*base)->TypeLabel().c_str(),
               static_cast<long long>(lc.rank), static_cast<double>(lc.alpha), FormatProjections(lc.targets).c_str(),
               lc.frozen_a ? "frozen" : "trained", static_cast<unsigned long long>(lc.a_seed),
-              static_cast<long long>(adapter->TrainableCount()), (*engine)->n_threads());
+              static_cast<long long>(adapter.TrainableCount()), (*job)->engine().n_threads());
 
   std::optional<EvalResult> before;
   if (held.size() >= 2) {
-    Result<EvalResult> e = Evaluate(**engine, held, o.loop.seq, o.loop.eval_windows);
+    Result<EvalResult> e = (*job)->Evaluate(held, o.loop.eval_windows);
     if (!e.ok()) return Fail(e.status());
     before = *e;
     std::printf("held-out before: loss %.4f, perplexity %.3f\n", e->mean_loss, e->perplexity);
   }
   std::fflush(stdout);
-  Result<LoopResult> run = TrainWithProgress(**trainer, train, o.loop.steps, 0, {});
+  Result<LoopResult> run = TrainWithProgress((*job)->trainer(), train, o.loop.steps, 0, {});
   if (!run.ok()) return Fail(run.status());
   if (Status s = ReportRun(*run, o.loop); !s.ok()) return Fail(s);
-  if (Status s = SaveAdapter(*adapter, o.out); !s.ok()) return Fail(s);
+  if (Status s = SaveAdapter(adapter, o.out); !s.ok()) return Fail(s);
   std::printf("wrote %s (base sha256 %s)\n", o.out.c_str(), base_hash->substr(0, 16).c_str());
   if (before) {
-    Result<EvalResult> after = Evaluate(**engine, held, o.loop.seq, o.loop.eval_windows);
+    Result<EvalResult> after = (*job)->Evaluate(held, o.loop.eval_windows);
     if (!after.ok()) return Fail(after.status());
     std::printf("held-out after: loss %.4f, perplexity %.3f (%+.1f%%)\n", after->mean_loss, after->perplexity,
                 100.0 * (after->perplexity / before->perplexity - 1.0));

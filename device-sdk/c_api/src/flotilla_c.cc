@@ -7,9 +7,11 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "c_api_internal.h"
 #include "flotilla/model/adapter_file.h"
 #include "flotilla/model/cpu_features.h"
 #include "flotilla/model/inference.h"
@@ -17,33 +19,12 @@
 #include "flotilla/model/lora.h"
 #include "flotilla/model/sampler.h"
 
-struct flt_model {
-  std::unique_ptr<flotilla::model::LlamaModel> model;
-  std::mutex mu;
-  std::unique_ptr<flotilla::model::InferenceSession> session;  // GUARDED_BY(mu)
-  std::string path;  // the model file, for the base hash adapters are checked against
-  // The adapter generation applies (shared with its flt_adapter handle, which may be
-  // freed first) and the hook installed in `session` while one is set.
-  std::shared_ptr<const flotilla::model::LoraAdapter> adapter;  // GUARDED_BY(mu)
-  flotilla::model::LoraApplier applier;                         // GUARDED_BY(mu)
-  // SHA-256 of the model file, computed on first need (flt_adapter_load takes a const
-  // model: the cache does not change what the model is).
-  mutable std::once_flag hash_once;
-  mutable flotilla::Status hash_status;  // written once under hash_once
-  mutable std::string sha256;            // written once under hash_once
-};
+namespace flotilla::capi {
 
-struct flt_adapter {
-  const flt_model* model;  // the model it was validated against
-  std::shared_ptr<const flotilla::model::LoraAdapter> adapter;
-};
-
-namespace {
-
-using flotilla::Status;
-using flotilla::StatusCode;
-
-thread_local std::string t_last_error;
+std::string& LastError() {
+  thread_local std::string last_error;
+  return last_error;
+}
 
 flt_status Code(const Status& s) {
   switch (s.code()) {
@@ -57,32 +38,30 @@ flt_status Code(const Status& s) {
     case StatusCode::kFailedPrecondition: return FLT_ERR_UNSUPPORTED;
     case StatusCode::kOutOfRange: return FLT_ERR_CONTEXT_FULL;
     case StatusCode::kResourceExhausted: return FLT_ERR_RESOURCE_EXHAUSTED;
+    case StatusCode::kCancelled: return FLT_ERR_CANCELLED;
     default: return FLT_ERR_INTERNAL;
   }
 }
 
-flt_status Fail(flt_status code, std::string message) {
-  t_last_error = std::move(message);
-  return code;
+Result<std::string> ModelSha256(const flt_model& model) {
+  const flt_model* m = &model;
+  std::call_once(m->hash_once, [m] {
+    auto h = flotilla::model::ModelFileSha256(m->path);
+    if (h.ok()) {
+      m->sha256 = std::move(*h);
+    } else {
+      m->hash_status = h.status();
+    }
+  });
+  if (!m->hash_status.ok()) return m->hash_status;
+  return m->sha256;
 }
 
-flt_status Fail(const Status& s) { return Fail(Code(s), s.ToString()); }
+}  // namespace flotilla::capi
 
-// Runs `f` (returning flt_status) with exceptions turned into FLT_ERR_INTERNAL.
-template <typename F>
-flt_status Guard(F&& f) noexcept {
-  try {
-    t_last_error.clear();
-    return f();
-  } catch (const std::bad_alloc&) {
-    return Fail(FLT_ERR_RESOURCE_EXHAUSTED, "out of memory");
-  } catch (const std::exception& e) {
-    return Fail(FLT_ERR_INTERNAL, e.what());
-  } catch (...) {
-    return Fail(FLT_ERR_INTERNAL, "unknown exception");
-  }
-}
-
+namespace {
+using flotilla::capi::Fail;
+using flotilla::capi::Guard;
 }  // namespace
 
 extern "C" {
@@ -98,11 +77,13 @@ const char* flt_status_string(flt_status status) {
     case FLT_ERR_BUFFER_TOO_SMALL: return "buffer too small";
     case FLT_ERR_RESOURCE_EXHAUSTED: return "resource exhausted";
     case FLT_ERR_INTERNAL: return "internal error";
+    case FLT_ERR_CANCELLED: return "cancelled";
+    case FLT_ERR_BAD_STATE: return "bad state";
   }
   return "unknown status";
 }
 
-const char* flt_last_error(void) { return t_last_error.c_str(); }
+const char* flt_last_error(void) { return flotilla::capi::LastError().c_str(); }
 
 flt_model_params flt_model_default_params(void) {
   flt_model_params p;
@@ -263,6 +244,31 @@ flt_status flt_model_generate(flt_model* model, const char* prompt, size_t promp
   });
 }
 
+flt_status flt_model_logits(flt_model* model, const int32_t* tokens, size_t n_tokens, float* logits,
+                            size_t capacity) {
+  return Guard([&]() -> flt_status {
+    if (model == nullptr || tokens == nullptr || n_tokens == 0 || (logits == nullptr && capacity > 0)) {
+      return Fail(FLT_ERR_INVALID_ARGUMENT, "model and at least one token must be given, and logits when capacity > 0");
+    }
+    const auto vocab = static_cast<size_t>(model->model->config().vocab_size);
+    if (capacity < vocab) {
+      return Fail(FLT_ERR_BUFFER_TOO_SMALL,
+                  "logits need " + std::to_string(vocab) + " floats, buffer holds " + std::to_string(capacity));
+    }
+    std::lock_guard<std::mutex> lock(model->mu);
+    if (n_tokens > static_cast<size_t>(model->session->n_ctx())) {
+      return Fail(FLT_ERR_CONTEXT_FULL, std::to_string(n_tokens) + " tokens exceed the context of " +
+                                            std::to_string(model->session->n_ctx()));
+    }
+    model->session->Reset();
+    flotilla::Status s = model->session->Eval(std::span<const int32_t>(tokens, n_tokens));
+    if (!s.ok()) return Fail(s);
+    const std::span<const float> out = model->session->logits();
+    std::memcpy(logits, out.data(), vocab * sizeof(float));
+    return FLT_OK;
+  });
+}
+
 flt_status flt_adapter_load(const flt_model* model, const char* path, flt_adapter** out_adapter) {
   return Guard([&]() -> flt_status {
     if (model == nullptr || path == nullptr || out_adapter == nullptr) {
@@ -274,17 +280,9 @@ flt_status flt_adapter_load(const flt_model* model, const char* path, flt_adapte
     std::string base_hash;
     if ((*file)->Find("flotilla.adapter.base_sha256") != nullptr) {
       // Hash the model file once per model, on the first adapter that records a base.
-      const flt_model* m = model;
-      std::call_once(m->hash_once, [m] {
-        auto h = flotilla::model::ModelFileSha256(m->path);
-        if (h.ok()) {
-          m->sha256 = std::move(*h);
-        } else {
-          m->hash_status = h.status();
-        }
-      });
-      if (!model->hash_status.ok()) return Fail(model->hash_status);
-      base_hash = model->sha256;
+      auto h = flotilla::capi::ModelSha256(*model);
+      if (!h.ok()) return Fail(h.status());
+      base_hash = std::move(*h);
     }
     auto adapter = flotilla::model::ReadAdapter(**file, *model->model, base_hash);
     if (!adapter.ok()) return Fail(adapter.status().WithContext(std::string("loading adapter ") + path));
@@ -314,6 +312,15 @@ flt_status flt_model_set_adapter(flt_model* model, const flt_adapter* adapter, f
       model->applier.Add(model->adapter.get(), scale);
       model->session->set_adapter(&model->applier);
     }
+    return FLT_OK;
+  });
+}
+
+flt_status flt_adapter_save(const flt_adapter* adapter, const char* path) {
+  return Guard([&]() -> flt_status {
+    if (adapter == nullptr || path == nullptr) return Fail(FLT_ERR_INVALID_ARGUMENT, "adapter and path must be set");
+    flotilla::Status s = flotilla::model::SaveAdapter(*adapter->adapter, path);
+    if (!s.ok()) return Fail(s.WithContext(std::string("saving adapter ") + path));
     return FLT_OK;
   });
 }

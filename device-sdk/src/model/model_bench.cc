@@ -7,8 +7,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 
+#include "flotilla/model/adapter_file.h"
 #include "flotilla/model/inference.h"
+#include "flotilla/model/lora.h"
 #include "flotilla/model/model_file.h"
 
 namespace flotilla::model {
@@ -70,6 +73,15 @@ Result<std::vector<BenchResult>> RunBench(const LlamaModel& model, const BenchOp
   io.n_batch = std::max<int64_t>(o.n_prompt, 1);
   io.cpu_path = o.cpu_path;
   FLT_ASSIGN_OR_RETURN(auto session, InferenceSession::Create(model, io));
+  std::optional<LoraAdapter> adapter;
+  LoraApplier applier;
+  if (!o.adapter_path.empty()) {
+    if (!std::isfinite(o.adapter_scale)) return InvalidArgumentError("adapter scale must be finite");
+    FLT_ASSIGN_OR_RETURN(LoraAdapter a, LoadAdapter(o.adapter_path, model, o.base_sha256));
+    adapter.emplace(std::move(a));
+    applier.Add(&*adapter, o.adapter_scale);
+    session->set_adapter(&applier);
+  }
 
   SplitMix64 rng(o.seed);
   std::vector<int32_t> tokens(static_cast<size_t>(std::max(o.n_prompt, o.n_gen)));
@@ -83,6 +95,7 @@ Result<std::vector<BenchResult>> RunBench(const LlamaModel& model, const BenchOp
     r.n_threads = session->n_threads();
     r.cpu_path = session->cpu_path();
     r.n_tokens = n;
+    r.with_adapter = adapter.has_value();
     return r;
   };
   if (o.n_prompt > 0) {

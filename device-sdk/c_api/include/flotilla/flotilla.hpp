@@ -13,25 +13,44 @@ struct ModelDeleter {
 };
 using ModelPtr = std::unique_ptr<flt_model, ModelDeleter>;
 
-// Loads a model; on failure returns null and sets *status (if given).
-inline ModelPtr LoadModel(const char* path, const flt_model_params* params = nullptr, flt_status* status = nullptr) {
-  flt_model* m = nullptr;
-  const flt_status s = flt_model_load(path, params, &m);
-  if (status != nullptr) *status = s;
-  return ModelPtr(s == FLT_OK ? m : nullptr);
-}
-
 struct AdapterDeleter {
   void operator()(flt_adapter* a) const noexcept { flt_adapter_free(a); }
 };
 using AdapterPtr = std::unique_ptr<flt_adapter, AdapterDeleter>;
 
-// Loads a LoRA adapter for `model`; on failure returns null and sets *status (if given).
-inline AdapterPtr LoadAdapter(const flt_model* model, const char* path, flt_status* status = nullptr) {
-  flt_adapter* a = nullptr;
-  const flt_status s = flt_adapter_load(model, path, &a);
+struct SamplesDeleter {
+  void operator()(flt_samples* s) const noexcept { flt_samples_close(s); }
+};
+using SamplesPtr = std::unique_ptr<flt_samples, SamplesDeleter>;
+
+struct AgentDeleter {
+  void operator()(flt_agent* a) const noexcept { flt_agent_free(a); }
+};
+using AgentPtr = std::unique_ptr<flt_agent, AgentDeleter>;
+
+// Runs a C constructor `create(Handle**)`; returns the owned handle, or null with
+// *status (if given) set to the failure.
+template <typename Ptr, typename Create>
+Ptr Own(Create&& create, flt_status* status) {
+  typename Ptr::pointer h = nullptr;
+  const flt_status s = create(&h);
   if (status != nullptr) *status = s;
-  return AdapterPtr(s == FLT_OK ? a : nullptr);
+  return Ptr(s == FLT_OK ? h : nullptr);
+}
+
+// Each returns null on failure and sets *status (if given); flt_last_error() has the detail.
+inline ModelPtr LoadModel(const char* path, const flt_model_params* params = nullptr, flt_status* status = nullptr) {
+  return Own<ModelPtr>([&](flt_model** out) { return flt_model_load(path, params, out); }, status);
+}
+inline AdapterPtr LoadAdapter(const flt_model* model, const char* path, flt_status* status = nullptr) {
+  return Own<AdapterPtr>([&](flt_adapter** out) { return flt_adapter_load(model, path, out); }, status);
+}
+inline SamplesPtr OpenSamples(const char* path, const flt_samples_params* params = nullptr,
+                              flt_status* status = nullptr) {
+  return Own<SamplesPtr>([&](flt_samples** out) { return flt_samples_open(path, params, out); }, status);
+}
+inline AgentPtr CreateAgent(const flt_agent_params& params, flt_status* status = nullptr) {
+  return Own<AgentPtr>([&](flt_agent** out) { return flt_agent_create(&params, out); }, status);
 }
 
 }  // namespace flt

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -22,10 +23,17 @@ struct BenchOptions {
   CpuPath cpu_path = CpuPath::kScalar;
   bool warmup = true;      // one untimed run of each test first
   uint64_t seed = 1;       // token ids (test data)
+  // A LoRA adapter applied during both tests (empty: the base alone), at adapter_scale.
+  // It is loaded with LoadAdapter against `model`; if the file records a base hash and
+  // base_sha256 (hex of the model file) is given, they must match.
+  std::filesystem::path adapter_path;
+  float adapter_scale = 1.0f;
+  std::string base_sha256;
 };
 
 struct BenchResult {
   std::string test;                    // "pp128", "tg64"
+  bool with_adapter = false;           // measured with BenchOptions::adapter_path applied
   int n_threads = 0;
   CpuPath cpu_path = CpuPath::kScalar;
   int64_t n_tokens = 0;
@@ -36,7 +44,8 @@ struct BenchResult {
 
 // Runs the pp and tg tests for one (threads, cpu_path) setting. The session's context is
 // n_prompt + n_gen (at most the model's). InvalidArgument for bad options or a context
-// the model cannot hold; FailedPrecondition for an unavailable CPU path.
+// the model cannot hold; FailedPrecondition for an unavailable CPU path; LoadAdapter's
+// errors for a bad adapter file.
 Result<std::vector<BenchResult>> RunBench(const LlamaModel& model, const BenchOptions& options);
 
 // Peak resident set size of this process in bytes (getrusage ru_maxrss); 0 if unknown.
