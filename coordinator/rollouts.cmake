@@ -20,8 +20,12 @@ if(FLOTILLA_BUILD_TESTS)
             ${_flt_ro}/tests/rollouts/rollout_logic_test.cc
             ${_flt_ro}/tests/rollouts/rollout_publish_test.cc
             ${_flt_ro}/tests/rollouts/rollout_http_test.cc
-    LIBS flotilla_rollouts flotilla_ota_testing flotilla_transport_testing flotilla_model flotilla_httplib
-         nlohmann_json::nlohmann_json
+            ${_flt_ro}/tests/rollouts/rollout_lifecycle_test.cc
+            ${_flt_ro}/tests/rollouts/rollout_db_test.cc
+            ${_flt_ro}/tests/rollouts/rollout_fuzz_test.cc
+            ${PROJECT_SOURCE_DIR}/tests/fuzz/rollout_fuzzer.cc
+    LIBS flotilla_rollouts flotilla_coordinator flotilla_core_sqlite flotilla_ota_testing flotilla_transport_testing
+         flotilla_model flotilla_httplib nlohmann_json::nlohmann_json
     TIMEOUT 120)
   target_include_directories(rollout_test PRIVATE ${_flt_ro}/src/rollouts)
 endif()

@@ -9,15 +9,6 @@
 #include "flotilla/security/hash.h"
 
 namespace flotilla::ota::testing {
-namespace {
-// fsync is the dominant cost of these tests and proves nothing here (power loss is
-// simulated explicitly): keep temp dirs on tmpfs when the caller did not choose TMPDIR.
-const bool kFastTempDir = [] {
-  if (::access("/dev/shm", W_OK) == 0) ::setenv("TMPDIR", "/dev/shm", 0);
-  return true;
-}();
-}  // namespace
-
 Bytes ModelBytes(size_t size, int variant, std::vector<size_t> changed_chunks) {
   Bytes b(size);
   for (size_t i = 0; i < size; ++i) b[i] = static_cast<uint8_t>((i * 31) ^ (i >> 8) ^ (i >> 16));

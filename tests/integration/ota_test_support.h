@@ -3,7 +3,10 @@
 // install directories, fake health checker and recording report sink.
 #pragma once
 
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +20,14 @@
 #include "flotilla/security/identity.h"
 
 namespace flotilla::ota::testing {
+
+// fsync is the dominant cost of these tests and proves nothing here (power loss is
+// simulated explicitly): keep temp dirs on tmpfs when the caller did not choose TMPDIR.
+// Inline, so every test that includes this header gets it before main().
+inline const bool kFastTempDir = [] {
+  if (::access("/dev/shm", W_OK) == 0) ::setenv("TMPDIR", "/dev/shm", 0);
+  return true;
+}();
 
 inline constexpr char kTargetName[] = "models/tiny/base";
 inline constexpr char kDeviceId[] = "dev-1";

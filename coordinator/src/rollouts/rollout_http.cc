@@ -2,8 +2,6 @@
 
 #include <httplib.h>
 
-#include <charconv>
-
 #include "rollout_json.h"
 
 namespace flotilla::coordinator {
@@ -19,15 +17,6 @@ void Reply(httplib::Response& res, int status, const json& body) {
 }
 
 void ReplyError(httplib::Response& res, const Status& s) { Reply(res, HttpStatusFor(s), {{"error", s.ToString()}}); }
-
-Result<int64_t> ParseId(const std::string& text) {
-  int64_t id = 0;
-  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
-  if (ec != std::errc() || p != text.data() + text.size() || id <= 0) {
-    return InvalidArgumentError("bad rollout id '" + text.substr(0, 32) + "'");
-  }
-  return id;
-}
 
 // Wraps a handler with the auth check and exception containment (nothing throws out).
 httplib::Server::Handler Guard(RolloutAuthCheck auth,
@@ -50,15 +39,6 @@ httplib::Server::Handler Guard(RolloutAuthCheck auth,
       Reply(res, 500, {{"error", std::string("internal error: ") + e.what()}});
     }
   };
-}
-
-std::string ReasonFrom(const httplib::Request& req, std::string fallback) {
-  if (req.body.empty()) return fallback;
-  json j = json::parse(req.body, nullptr, false);
-  if (j.is_object() && j.contains("reason") && j["reason"].is_string()) {
-    return j["reason"].get<std::string>().substr(0, 512);
-  }
-  return fallback;
 }
 
 }  // namespace
@@ -106,14 +86,14 @@ void RegisterRolloutRoutes(httplib::Server& server, RolloutManager& manager, Rol
                 Reply(res, 201, internal::SummaryToJson(now.ok() ? *now : *created));
               }));
   server.Get(R"(/api/v1/rollouts/(\d+))", Guard(auth, [m](const httplib::Request& req, httplib::Response& res) {
-               auto id = ParseId(req.matches[1]);
+               auto id = internal::ParseRolloutId(req.matches[1].str());
                if (!id.ok()) return ReplyError(res, id.status());
                auto s = m->Get(*id);
                if (!s.ok()) return ReplyError(res, s.status());
                Reply(res, 200, internal::SummaryToJson(*s));
              }));
   server.Get(R"(/api/v1/rollouts/(\d+)/devices)", Guard(auth, [m](const httplib::Request& req, httplib::Response& res) {
-               auto id = ParseId(req.matches[1]);
+               auto id = internal::ParseRolloutId(req.matches[1].str());
                if (!id.ok()) return ReplyError(res, id.status());
                std::optional<DeviceRolloutStatus> filter;
                if (req.has_param("status")) {
@@ -123,7 +103,7 @@ void RegisterRolloutRoutes(httplib::Server& server, RolloutManager& manager, Rol
                }
                size_t limit = 0;
                if (req.has_param("limit")) {
-                 auto l = ParseId(req.get_param_value("limit"));
+                 auto l = internal::ParseRolloutId(req.get_param_value("limit"));
                  if (!l.ok()) return ReplyError(res, InvalidArgumentError("bad limit"));
                  limit = static_cast<size_t>(*l);
                }
@@ -135,14 +115,14 @@ void RegisterRolloutRoutes(httplib::Server& server, RolloutManager& manager, Rol
              }));
   server.Post(R"(/api/v1/rollouts/(\d+)/(pause|resume|abort|rollback))",
               Guard(auth, [m](const httplib::Request& req, httplib::Response& res) {
-                auto id = ParseId(req.matches[1]);
+                auto id = internal::ParseRolloutId(req.matches[1].str());
                 if (!id.ok()) return ReplyError(res, id.status());
                 const std::string verb = req.matches[2];
                 Status s;
-                if (verb == "pause") s = m->Pause(*id, ReasonFrom(req, "paused by operator"));
+                if (verb == "pause") s = m->Pause(*id, internal::ReasonFromBody(req.body, "paused by operator"));
                 if (verb == "resume") s = m->Resume(*id);
-                if (verb == "abort") s = m->Abort(*id, ReasonFrom(req, "aborted by operator"));
-                if (verb == "rollback") s = m->Rollback(*id, ReasonFrom(req, "rollback by operator"));
+                if (verb == "abort") s = m->Abort(*id, internal::ReasonFromBody(req.body, "aborted by operator"));
+                if (verb == "rollback") s = m->Rollback(*id, internal::ReasonFromBody(req.body, "rollback by operator"));
                 if (!s.ok()) return ReplyError(res, s);
                 (void)m->Tick();
                 auto now = m->Get(*id);

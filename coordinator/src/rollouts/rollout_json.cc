@@ -1,5 +1,7 @@
 #include "rollout_json.h"
 
+#include <charconv>
+
 namespace flotilla::coordinator::internal {
 namespace {
 
@@ -106,6 +108,25 @@ json DeviceRowToJson(const DeviceStatusRow& r) {
           {"assigned_ms", r.assigned_ms},
           {"reported_ms", r.reported_ms},
           {"error", r.error}};
+}
+
+Result<int64_t> ParseRolloutId(std::string_view text) {
+  int64_t id = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+  if (ec != std::errc() || p != text.data() + text.size() || id <= 0) {
+    return InvalidArgumentError("bad rollout id '" + std::string(text.substr(0, 32)) + "'");
+  }
+  return id;
+}
+
+std::string ReasonFromBody(std::string_view body, std::string fallback) {
+  if (body.empty()) return fallback;
+  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_object()) {
+    auto it = j.find("reason");
+    if (it != j.end() && it->is_string()) return it->get<std::string>().substr(0, 512);
+  }
+  return fallback;
 }
 
 }  // namespace flotilla::coordinator::internal

@@ -28,11 +28,15 @@ using DS = DeviceRolloutStatus;
 constexpr size_t kNonceBytes = 16;
 constexpr std::string_view kRollbackSuffix = "-rollback";
 
-// Schema v1. Tables carry the rollout_ prefix so the file could be merged into the
-// coordinator's database later; for now it is its own file (its own user_version).
+// Schema of component "rollouts" (Database::Migrate(component, ...)): the tables carry the
+// rollout_ prefix and the versions live in schema_migrations, so they share the
+// coordinator's database with the Store (which owns user_version) or sit in a file of
+// their own. v1 says IF NOT EXISTS because files made before component migrations have
+// these tables already (versioned by user_version 1); it then records version 1.
+constexpr std::string_view kComponent = "rollouts";
 constexpr sqlite::Migration kMigrations[] = {
     {1, R"sql(
-CREATE TABLE rollout_rollouts(
+CREATE TABLE IF NOT EXISTS rollout_rollouts(
   id INTEGER PRIMARY KEY,
   name TEXT NOT NULL,
   deployment_id TEXT NOT NULL UNIQUE,
@@ -43,14 +47,14 @@ CREATE TABLE rollout_rollouts(
   rollback_published INTEGER NOT NULL DEFAULT 0,
   created_ms INTEGER NOT NULL,
   updated_ms INTEGER NOT NULL);
-CREATE TABLE rollout_targets(
+CREATE TABLE IF NOT EXISTS rollout_targets(
   rollout_id INTEGER NOT NULL REFERENCES rollout_rollouts(id),
   name TEXT NOT NULL,
   target BLOB NOT NULL,               -- TargetInfo as published when the rollout was created
   previous BLOB,                      -- the release before it (rollback source), if any
   rollback BLOB,                      -- the re-release of `previous` signed by Rollback
   PRIMARY KEY(rollout_id, name));
-CREATE TABLE rollout_devices(
+CREATE TABLE IF NOT EXISTS rollout_devices(
   rollout_id INTEGER NOT NULL REFERENCES rollout_rollouts(id),
   device_id TEXT NOT NULL,
   draw INTEGER NOT NULL,              -- CSPRNG membership draw, 63 bits
@@ -64,14 +68,22 @@ CREATE TABLE rollout_devices(
   director_pending INTEGER NOT NULL DEFAULT 0,  -- committed, director file not yet signed
   hint_pending INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(rollout_id, device_id));
-CREATE INDEX rollout_devices_by_draw ON rollout_devices(rollout_id, status, canary, draw);
-CREATE INDEX rollout_devices_by_time ON rollout_devices(rollout_id, assigned_ms);
-CREATE TABLE rollout_events(
+CREATE INDEX IF NOT EXISTS rollout_devices_by_draw ON rollout_devices(rollout_id, status, canary, draw);
+CREATE INDEX IF NOT EXISTS rollout_devices_by_time ON rollout_devices(rollout_id, assigned_ms);
+CREATE TABLE IF NOT EXISTS rollout_events(
   id INTEGER PRIMARY KEY,
   rollout_id INTEGER NOT NULL,
   at_ms INTEGER NOT NULL,
   event TEXT NOT NULL,
   detail TEXT NOT NULL);
+)sql"},
+    // Director re-signing before expiry: when each device's signed assignment expires
+    // (0: unknown, re-sign at the next Tick; -1: the file now belongs to another
+    // rollout), and the nonce the re-sign replaced (reports may still carry it).
+    {2, R"sql(
+ALTER TABLE rollout_devices ADD COLUMN director_expires_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE rollout_devices ADD COLUMN prev_nonce BLOB;
+CREATE INDEX rollout_devices_by_expiry ON rollout_devices(rollout_id, director_expires_ms);
 )sql"},
 };
 
@@ -151,6 +163,8 @@ struct RolloutManager::Impl {
   Status Retract(RolloutRow& r);
   Status RollbackStep(RolloutRow& r);
   Status FinishSideEffects(RolloutRow& r);
+  // Marks assignments that expire within options.director_refresh_window for re-signing.
+  Status RefreshDirectors(RolloutRow& r);
   Result<v1::DirectorAssignment> DirectorFor(const RolloutRow& r, const std::string& device, DS status,
                                              const Bytes& nonce) const;
   Status Command(int64_t id, RolloutEvent event, const std::string& reason);
@@ -324,7 +338,7 @@ Result<std::vector<std::string>> RolloutManager::Impl::DeviceIds(int64_t id, std
 
 Status RolloutManager::Impl::Renonce(int64_t id, const std::vector<std::string>& ids, DS status) {
   FLT_ASSIGN_OR_RETURN(auto st,
-                       db->Prepare("UPDATE rollout_devices SET status = ?, nonce = ?, error = '', "
+                       db->Prepare("UPDATE rollout_devices SET status = ?, nonce = ?, prev_nonce = NULL, error = '', "
                                    "director_pending = 1, hint_pending = 1 WHERE rollout_id = ? AND device_id = ?"));
   for (const auto& d : ids) {
     FLT_RETURN_IF_ERROR(st.Bind(1, ToString(status)).BindBlob(2, NewNonce()).Bind(3, id).Bind(4, d).Run());
@@ -472,7 +486,7 @@ Status RolloutManager::Impl::AssignNew(RolloutRow& r) {
   if (Status tx = db->Transaction([&]() -> Status {
         FLT_ASSIGN_OR_RETURN(auto st,
                              db->Prepare("UPDATE rollout_devices SET status = 'assigned', phase = ?, nonce = ?, "
-                                         "assigned_ms = ?, director_pending = 1, hint_pending = 1 "
+                                         "prev_nonce = NULL, assigned_ms = ?, director_pending = 1, hint_pending = 1 "
                                          "WHERE rollout_id = ? AND device_id = ?"));
         for (const auto& d : chosen) {
           FLT_RETURN_IF_ERROR(
@@ -575,40 +589,56 @@ Status RolloutManager::Impl::FinishSideEffects(RolloutRow& r) {
     DS status;
     Bytes nonce;
     bool director;
+    bool hint;
   };
   std::vector<Pending> pending;
   {
-    FLT_ASSIGN_OR_RETURN(auto sel, db->Prepare("SELECT device_id, status, nonce, director_pending FROM rollout_devices "
-                                               "WHERE rollout_id = ? AND (director_pending = 1 OR hint_pending = 1)"));
+    FLT_ASSIGN_OR_RETURN(auto sel, db->Prepare("SELECT device_id, status, nonce, director_pending, hint_pending FROM "
+                                               "rollout_devices WHERE rollout_id = ? AND "
+                                               "(director_pending = 1 OR hint_pending = 1)"));
     sel.Bind(1, r.s.id);
     for (;;) {
       FLT_ASSIGN_OR_RETURN(bool more, sel.Step());
       if (!more) break;
       FLT_ASSIGN_OR_RETURN(DS status, ParseDeviceRolloutStatus(sel.ColumnText(1)));
-      pending.push_back({sel.ColumnText(0), status, sel.ColumnBlob(2), sel.ColumnInt(3) != 0});
+      pending.push_back({sel.ColumnText(0), status, sel.ColumnBlob(2), sel.ColumnInt(3) != 0, sel.ColumnInt(4) != 0});
     }
   }
   if (pending.empty()) return Status::Ok();
-  // 1. Director assignments (the repository writes each file atomically).
-  std::vector<std::string> signed_ids;
+  // 1. Director assignments (the repository writes each file atomically), with the expiry
+  //    each got, for RefreshDirectors.
+  std::vector<std::pair<std::string, int64_t>> signed_rows;
   Status sign_error;
   for (const auto& p : pending) {
     if (!p.director) continue;
     auto a = DirectorFor(r, p.device, p.status, p.nonce);
-    Status s = a.ok() ? deps.repository->Assign(*a).status() : a.status();
-    if (!s.ok()) {
-      sign_error = s;
+    auto wire = a.ok() ? deps.repository->Assign(*a) : Result<Bytes>(a.status());
+    auto md = wire.ok() ? ota::ParseTrustedMetadata(*wire, v1::ROLE_TYPE_DIRECTOR) : Result<v1::Metadata>(wire.status());
+    if (!md.ok()) {
+      sign_error = md.status();
       break;
     }
-    signed_ids.push_back(p.device);
+    signed_rows.emplace_back(p.device, md->expires_ms());
   }
-  stats.assignments_signed += signed_ids.size();
-  FLT_RETURN_IF_ERROR(ClearPending(r.s.id, signed_ids, "director_pending"));
+  stats.assignments_signed += signed_rows.size();
+  if (!signed_rows.empty()) {
+    Status tx = db->Transaction([&]() -> Status {
+      FLT_ASSIGN_OR_RETURN(auto st, db->Prepare("UPDATE rollout_devices SET director_pending = 0, "
+                                                "director_expires_ms = ? WHERE rollout_id = ? AND device_id = ?"));
+      for (const auto& [device, expires] : signed_rows) {
+        FLT_RETURN_IF_ERROR(st.Bind(1, expires).Bind(2, r.s.id).Bind(3, device).Run());
+        st.Reset();
+      }
+      return Status::Ok();
+    });
+    if (!tx.ok()) return tx;
+  }
   FLT_RETURN_IF_ERROR(sign_error);
   FLT_RETURN_IF_ERROR(Hook("assign:signed"));
   // 2. Hints: best effort (devices also poll, and never trust a hint).
   std::vector<std::string> hinted;
   for (const auto& p : pending) {
+    if (!p.hint) continue;  // a re-signed assignment changes nothing for the device
     hinted.push_back(p.device);
     if (deps.transport == nullptr || deps.signer == nullptr) continue;
     v1::UpdateHint hint;
@@ -635,8 +665,65 @@ Status RolloutManager::Impl::FinishSideEffects(RolloutRow& r) {
   return ClearPending(r.s.id, hinted, "hint_pending");
 }
 
+Status RolloutManager::Impl::RefreshDirectors(RolloutRow& r) {
+  if (options.director_refresh_window.count() <= 0) return Status::Ok();
+  struct Due {
+    std::string device;
+    Bytes nonce;
+  };
+  std::vector<Due> due;
+  {
+    FLT_ASSIGN_OR_RETURN(auto sel, db->Prepare("SELECT device_id, nonce FROM rollout_devices WHERE rollout_id = ? "
+                                               "AND status != 'pending' AND director_pending = 0 AND "
+                                               "director_expires_ms >= 0 AND director_expires_ms < ?"));
+    sel.Bind(1, r.s.id).Bind(2, Now() + options.director_refresh_window.count());
+    for (;;) {
+      FLT_ASSIGN_OR_RETURN(bool more, sel.Step());
+      if (!more) break;
+      due.push_back({sel.ColumnText(0), sel.ColumnBlob(1)});
+    }
+  }
+  if (due.empty()) return Status::Ok();
+  // Only an assignment still in force is renewed: if another rollout signed the device's
+  // file since (its nonce differs), that one owns it and this row stops looking.
+  std::vector<std::string> renew, superseded;
+  for (const auto& d : due) {
+    auto wire = ReadFileBytes(deps.repository->dir() / ota::DeviceDirectorPath(d.device),
+                              ota::MaxMetadataBytes(v1::ROLE_TYPE_DIRECTOR));
+    auto md = wire.ok() ? ota::ParseTrustedMetadata(*wire, v1::ROLE_TYPE_DIRECTOR) : Result<v1::Metadata>(wire.status());
+    const bool ours = md.ok() && md->director().device_id() == d.device &&
+                      ConstantTimeEqual(AsBytes(md->director().nonce()), d.nonce);
+    (ours ? renew : superseded).push_back(d.device);
+  }
+  Status tx = db->Transaction([&]() -> Status {
+    FLT_ASSIGN_OR_RETURN(auto gone, db->Prepare("UPDATE rollout_devices SET director_expires_ms = -1 "
+                                                "WHERE rollout_id = ? AND device_id = ?"));
+    for (const auto& d : superseded) {
+      FLT_RETURN_IF_ERROR(gone.Bind(1, r.s.id).Bind(2, d).Run());
+      gone.Reset();
+    }
+    // Same targets, same status; new nonce and (when signed) new expiry. No hint: the
+    // device has nothing new to do.
+    FLT_ASSIGN_OR_RETURN(auto st, db->Prepare("UPDATE rollout_devices SET prev_nonce = nonce, nonce = ?, "
+                                              "director_pending = 1 WHERE rollout_id = ? AND device_id = ?"));
+    for (const auto& d : renew) {
+      FLT_RETURN_IF_ERROR(st.BindBlob(1, NewNonce()).Bind(2, r.s.id).Bind(3, d).Run());
+      st.Reset();
+    }
+    return Event(r.s.id, "refresh_directors",
+                 std::to_string(renew.size()) + " re-signed, " + std::to_string(superseded.size()) + " superseded");
+  });
+  if (!tx.ok()) return tx;
+  stats.assignments_refreshed += renew.size();
+  FLT_LOG(kInfo, "rollout") << "rollout " << r.s.id << ": re-signing " << renew.size()
+                            << " director assignments before they expire";
+  return Status::Ok();
+}
+
 Status RolloutManager::Impl::TickOne(int64_t id) {
   FLT_ASSIGN_OR_RETURN(RolloutRow r, Load(id));
+  // Every state, finished ones included: devices keep checking their assignment.
+  FLT_RETURN_IF_ERROR(RefreshDirectors(r));
   switch (r.s.state) {
     case RolloutState::kActive:
     case RolloutState::kCompleted:
@@ -699,15 +786,19 @@ Status RolloutManager::Impl::Report(const protocol::OpenedEnvelope& env) {
   if (!found)
     return NotFoundError("rollout report from " + env.sender_id + ": unknown deployment " + report.deployment_id());
   const int64_t id = find.ColumnInt(0);
-  FLT_ASSIGN_OR_RETURN(auto dev,
-                       db->Prepare("SELECT status, nonce FROM rollout_devices WHERE rollout_id = ? AND device_id = ?"));
+  FLT_ASSIGN_OR_RETURN(auto dev, db->Prepare("SELECT status, nonce, prev_nonce FROM rollout_devices WHERE "
+                                             "rollout_id = ? AND device_id = ?"));
   dev.Bind(1, id).Bind(2, env.sender_id);
   FLT_ASSIGN_OR_RETURN(bool known_device, dev.Step());
   if (!known_device)
     return NotFoundError("rollout report: " + env.sender_id + " is not in rollout " + std::to_string(id));
   FLT_ASSIGN_OR_RETURN(DS status, ParseDeviceRolloutStatus(dev.ColumnText(0)));
-  const Bytes nonce = dev.ColumnBlob(1);
-  if (nonce.empty() || !ConstantTimeEqual(nonce, AsBytes(report.nonce()))) {
+  // A re-signed assignment (RefreshDirectors) names the same targets under a new nonce; a
+  // device that acted on the one it replaced reports with that nonce.
+  const auto matches = [&report](const Bytes& nonce) {
+    return !nonce.empty() && ConstantTimeEqual(nonce, AsBytes(report.nonce()));
+  };
+  if (!matches(dev.ColumnBlob(1)) && !matches(dev.ColumnBlob(2))) {
     return PermissionDeniedError("rollout report from " + env.sender_id + ": nonce does not match its assignment");
   }
   const bool final_outcome = report.outcome() == v1::OTA_OUTCOME_SUCCESS ||
@@ -757,7 +848,7 @@ Result<std::unique_ptr<RolloutManager>> RolloutManager::Open(RolloutOptions opti
   sqlite::OpenOptions oo;
   oo.synchronous_full = options.synchronous_full;
   FLT_ASSIGN_OR_RETURN(impl->db, sqlite::Database::Open(options.db_path, oo));
-  FLT_RETURN_IF_ERROR(impl->db->Migrate(kMigrations));
+  FLT_RETURN_IF_ERROR(impl->db->Migrate(kComponent, kMigrations));
   impl->options = std::move(options);
   impl->deps = deps;
   return std::unique_ptr<RolloutManager>(new RolloutManager(std::move(impl)));
@@ -923,7 +1014,7 @@ Status RolloutManager::Rollback(int64_t id, std::string reason) {
 Status RolloutManager::Tick() {
   std::lock_guard<std::mutex> lock(impl_->mu);
   if (impl_->deps.repository == nullptr) return FailedPreconditionError("rollout tick: no repository");
-  FLT_ASSIGN_OR_RETURN(std::vector<int64_t> ids, impl_->Ids(true));
+  FLT_ASSIGN_OR_RETURN(std::vector<int64_t> ids, impl_->Ids(false));
   Status first;
   for (int64_t id : ids) {
     Status s = impl_->TickOne(id);

@@ -104,8 +104,8 @@ class RolloutFixture : public ::testing::Test {
   void Open(uint64_t seed = 1, std::function<Status(std::string_view)> hook = nullptr) {
     manager_.reset();
     random_ = std::make_unique<flotilla::testing::SeededRandom>(seed);
-    RolloutOptions o;
-    o.db_path = state_.path() / "rollouts.db";
+    RolloutOptions o = options_;
+    if (o.db_path.empty()) o.db_path = state_.path() / "rollouts.db";
     o.synchronous_full = false;
     RolloutDeps d;
     d.repository = &repo_.repo();
@@ -208,6 +208,7 @@ class RolloutFixture : public ::testing::Test {
   std::vector<protocol::Message> hints_;
   std::unique_ptr<flotilla::testing::SeededRandom> random_;
   std::unique_ptr<RolloutManager> manager_;
+  RolloutOptions options_;  // what Open() uses (db_path defaults to <state>/rollouts.db)
   int next_device_ = 0;
 };
 

@@ -11,12 +11,14 @@
 // Per phase: a success threshold (share of the phase's members that reported success)
 // advances it; an error threshold (a failure count, or a failure percentage once a
 // minimum number of devices finished, both counted over the whole rollout, as AWS IoT
-// Jobs' abort criteria) halts it. A rate cap bounds director assignments per minute.
+// Jobs' abort criteria) halts it. A rate cap bounds *new* assignments per minute; abort
+// (retraction), rollback and re-signing before expiry are never capped, so taking the
+// fleet back does not crawl.
 // Only Tick() assigns, and it evaluates the thresholds first, so no device outside the
 // active phase is ever assigned.
 //
-// Every state change is committed to SQLite (its own migration-managed file) before its
-// side effect (director signature, MQTT hint), and Tick() finishes side effects that a
+// Every state change is committed to SQLite (component "rollouts", migrated on its own)
+// before its side effect (director signature, MQTT hint), and Tick() finishes side effects that a
 // crash left undone, so a restarted coordinator resumes. Device status comes only from
 // OtaReport envelopes signed by the device key and bound to the assignment's nonce.
 //
@@ -100,7 +102,7 @@ struct RolloutSpec {
   std::vector<std::string> targets;         // published target names, as devices install them
   std::vector<std::string> canary_devices;  // used by a canary phase
   std::vector<PhaseSpec> phases;            // percentages non-decreasing, the last one 100
-  uint32_t max_assignments_per_minute = 0;  // 0: no cap
+  uint32_t max_assignments_per_minute = 0;  // new assignments in any sliding minute; 0: no cap
   std::string repository_url;               // put in MQTT hints (devices re-check the director)
 };
 
@@ -171,16 +173,26 @@ struct RolloutStats {
   uint64_t reports_accepted = 0;
   uint64_t reports_rejected = 0;  // bad signature, unknown deployment/device, wrong nonce...
   uint64_t assignments_signed = 0;
+  uint64_t assignments_refreshed = 0;  // re-signed before expiry (counted in assignments_signed too)
   uint64_t hints_sent = 0;
   uint64_t hint_failures = 0;
 };
 
 struct RolloutOptions {
-  std::filesystem::path db_path;  // e.g. <state dir>/rollouts.db (created and migrated)
+  // Created if missing and migrated as component "rollouts" (Database::Migrate): the
+  // coordinator's <data_dir>/coordinator.db next to its Store (a separate connection;
+  // SQLite's busy timeout lets both write), or a file of its own (the CLI's
+  // <state>/rollouts.db).
+  std::filesystem::path db_path;
   // Reports may be delivered late (devices retry pending reports at later cycles); the
   // nonce binds them to one assignment, so the age bound is generous.
   std::chrono::milliseconds report_max_age{std::chrono::hours(24 * 7)};
   uint32_t hint_expiry_seconds = 3600;
+  // Director assignments expire (the repository's director expiry, 7 days by default).
+  // Tick() re-signs those expiring within this window — same targets, new nonce, new
+  // expiry, no hint; reports bound to the replaced nonce still count — as long as the
+  // device's director file is still this rollout's. Not rate-capped. 0: never.
+  std::chrono::milliseconds director_refresh_window{std::chrono::hours(48)};
   bool synchronous_full = true;  // SQLite synchronous=FULL (NORMAL for benchmarks on tmpfs)
 };
 

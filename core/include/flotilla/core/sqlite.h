@@ -72,8 +72,9 @@ struct OpenOptions {
   bool foreign_keys = true;
 };
 
-// One migration: applied in order when PRAGMA user_version < version, each in its own
-// transaction that also sets user_version, so a crash never leaves half a migration.
+// One migration: applied in order when the recorded version (PRAGMA user_version, or the
+// component's row in schema_migrations) is below `version`, each in its own transaction
+// that also records the version, so a crash never leaves half a migration.
 struct Migration {
   int version;
   std::string_view sql;
@@ -97,6 +98,19 @@ class Database {
   // if the file's user_version is newer than the newest migration (a newer program made it).
   Status Migrate(std::span<const Migration> migrations);
   Result<int> UserVersion();
+
+  // Per-component migrations, so several components keep their tables in one file and
+  // version them independently (the coordinator's Store uses user_version, the rollouts
+  // component "rollouts"). Versions live in schema_migrations(component, version), never
+  // in user_version. Same guarantees as Migrate: versions must increase from 1; each
+  // migration runs in its own BEGIN IMMEDIATE transaction together with its version
+  // record, so a crash never leaves half of one; the version is re-read inside that
+  // transaction, so two connections migrating at once apply each migration once.
+  // FailedPrecondition if the file records a newer version of `component` than the
+  // newest migration (a newer program wrote it); InvalidArgument for a bad list or name.
+  Status Migrate(std::string_view component, std::span<const Migration> migrations);
+  // The version `component` has reached in this file (0: never migrated).
+  Result<int> ComponentVersion(std::string_view component);
 
   // BEGIN IMMEDIATE … COMMIT around fn; ROLLBACK when fn fails (its Status is returned).
   template <typename Fn>

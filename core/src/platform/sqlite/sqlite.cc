@@ -139,6 +139,22 @@ Result<Statement> Database::Prepare(std::string_view sql) {
 int64_t Database::LastInsertRowId() const { return sqlite3_last_insert_rowid(db_); }
 int64_t Database::Changes() const { return sqlite3_changes64(db_); }
 
+namespace {
+
+constexpr std::string_view kComponentTable =
+    "CREATE TABLE IF NOT EXISTS schema_migrations(component TEXT PRIMARY KEY, version INTEGER NOT NULL)";
+
+Result<int> NewestOf(std::span<const Migration> migrations) {
+  int newest = 0;
+  for (const Migration& m : migrations) {
+    if (m.version <= newest) return InvalidArgumentError("sqlite: migration versions must increase from 1");
+    newest = m.version;
+  }
+  return newest;
+}
+
+}  // namespace
+
 Result<int> Database::UserVersion() {
   FLT_ASSIGN_OR_RETURN(Statement st, Prepare("PRAGMA user_version"));
   FLT_ASSIGN_OR_RETURN(bool row, st.Step());
@@ -148,11 +164,7 @@ Result<int> Database::UserVersion() {
 
 Status Database::Migrate(std::span<const Migration> migrations) {
   FLT_ASSIGN_OR_RETURN(int current, UserVersion());
-  int newest = 0;
-  for (const Migration& m : migrations) {
-    if (m.version <= newest) return InvalidArgumentError("sqlite: migration versions must increase from 1");
-    newest = m.version;
-  }
+  FLT_ASSIGN_OR_RETURN(int newest, NewestOf(migrations));
   if (current > newest) {
     return FailedPreconditionError("sqlite: " + path_.string() + " has schema version " + std::to_string(current) +
                                    ", newer than this program's " + std::to_string(newest));
@@ -162,6 +174,43 @@ Status Database::Migrate(std::span<const Migration> migrations) {
     Status applied = Transaction([&]() -> Status {
       FLT_RETURN_IF_ERROR(Exec(m.sql));
       return Exec("PRAGMA user_version = " + std::to_string(m.version));
+    });
+    if (!applied.ok()) return applied;
+  }
+  return Status::Ok();
+}
+
+Result<int> Database::ComponentVersion(std::string_view component) {
+  FLT_ASSIGN_OR_RETURN(Statement table,
+                       Prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"));
+  FLT_ASSIGN_OR_RETURN(bool exists, table.Step());
+  if (!exists) return 0;
+  FLT_ASSIGN_OR_RETURN(Statement st, Prepare("SELECT version FROM schema_migrations WHERE component = ?"));
+  st.Bind(1, component);
+  FLT_ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? static_cast<int>(st.ColumnInt(0)) : 0;
+}
+
+Status Database::Migrate(std::string_view component, std::span<const Migration> migrations) {
+  if (component.empty()) return InvalidArgumentError("sqlite: migration component name is empty");
+  FLT_ASSIGN_OR_RETURN(int newest, NewestOf(migrations));
+  const std::string where = path_.string() + " (component " + std::string(component) + ")";
+  FLT_ASSIGN_OR_RETURN(int current, ComponentVersion(component));
+  if (current > newest) {
+    return FailedPreconditionError("sqlite: " + where + " has schema version " + std::to_string(current) +
+                                   ", newer than this program's " + std::to_string(newest));
+  }
+  for (const Migration& m : migrations) {
+    if (m.version <= current) continue;
+    Status applied = Transaction([&]() -> Status {
+      FLT_RETURN_IF_ERROR(Exec(kComponentTable));
+      // Another connection may have migrated since `current` was read.
+      FLT_ASSIGN_OR_RETURN(int now, ComponentVersion(component));
+      if (now >= m.version) return Status::Ok();
+      FLT_RETURN_IF_ERROR(Exec(m.sql).WithContext("migration " + std::to_string(m.version) + " of " + where));
+      FLT_ASSIGN_OR_RETURN(Statement st, Prepare("INSERT INTO schema_migrations(component, version) VALUES(?, ?) "
+                                                 "ON CONFLICT(component) DO UPDATE SET version = excluded.version"));
+      return st.Bind(1, component).Bind(2, int64_t{m.version}).Run();
     });
     if (!applied.ok()) return applied;
   }
