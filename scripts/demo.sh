@@ -10,7 +10,7 @@
 #      each with its own identity, certificate and non-IID samples, run a few federated
 #      rounds (local LoRA training, SecAgg+, new global adapter) and the held-out
 #      perplexity of every published adapter is printed with the round timings;
-#   4. leaves report.json, coordinator.db and round_journal.db in the demo directory.
+#   4. leaves report.json and coordinator.db in the demo directory.
 #
 # Environment: FLOTILLA_DEMO_DIR (default ./demo-out), DEVICES (1000), ROUNDS (3),
 # COHORT (100), LOCAL_STEPS (4), PRETRAIN_STEPS (400). Extra arguments go to
@@ -58,7 +58,6 @@ status=0
 echo
 echo "Left for inspection in $OUT:"
 echo "  report.json        per-round cohort, survivors, stage timings, bytes, perplexity"
-echo "  coordinator.db     devices, rounds, participants, adapter versions, audit log (sqlite3)"
-echo "  round_journal.db   the round engine's durable journal"
+echo "  coordinator.db     devices, rounds and their journal, participants, adapter versions, audit log (sqlite3)"
 echo "  broker/mosquitto.log, devices/<id>/agent.db"
 exit "$status"

@@ -1,6 +1,6 @@
 // `flotilla simulate`: a simulated fleet of real device agents against a real broker and
 // coordinator (simulator/include/flotilla/simulator/fleet.h, docs/simulator.md). Leaves
-// report.json, coordinator.db and round_journal.db in --out-dir and prints a per-round
+// report.json and coordinator.db in --out-dir and prints a per-round
 // summary (perplexity, timings).
 #ifdef FLOTILLA_HAVE_SIMULATOR
 #include <cstdio>

@@ -12,9 +12,9 @@ target_include_directories(flotilla_test_pki PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(flotilla_test_pki PUBLIC flotilla_core PRIVATE flotilla_security flotilla_warnings)
 
 # Real DeviceAgents with fleet certificates for the coordinator tests.
-if(TARGET flotilla_device AND TARGET flotilla_protocol_mqtt)
+if(TARGET flotilla_device AND TARGET flotilla_protocol_mqtt AND TARGET flotilla_rounds)
   add_library(flotilla_test_agents STATIC ${CMAKE_CURRENT_LIST_DIR}/test_agents.cc)
   target_include_directories(flotilla_test_agents PUBLIC ${CMAKE_CURRENT_LIST_DIR})
   target_link_libraries(flotilla_test_agents PUBLIC flotilla_device flotilla_test_pki
-                        PRIVATE flotilla_protocol_mqtt flotilla_security flotilla_warnings)
+                        PRIVATE flotilla_protocol_mqtt flotilla_security flotilla_rounds flotilla_warnings)
 endif()

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <thread>
 
+#include "flotilla/aggregation/crypto_suite.h"
+#include "flotilla/coordinator/round_fast_identity.h"
 #include "flotilla/core/file.h"
 #include "flotilla/device/local_trainer.h"
 #include "flotilla/protocol/mqtt_transport.h"
@@ -18,7 +20,7 @@ std::string TestAgents::DeviceId(const std::string& prefix, int i) {
 
 Result<std::unique_ptr<TestAgents>> TestAgents::Start(TestPki& pki, const TestAgentOptions& o) {
   std::unique_ptr<TestAgents> fleet(new TestAgents());
-  fleet->pool_ = std::make_unique<device::WorkerPool>(2);
+  fleet->pool_ = std::make_unique<device::WorkerPool>(o.worker_threads);
   fleet->blobs_ = std::make_shared<device::HttpBlobClient>(device::HttpBlobClientOptions{});
   auto coordinator_keys = std::make_shared<security::KeyRing>();
   FLT_ASSIGN_OR_RETURN(std::string coordinator_pem, ReadFileString(o.coordinator_cert));
@@ -56,7 +58,14 @@ Result<std::unique_ptr<TestAgents>> TestAgents::Start(TestPki& pki, const TestAg
       FLT_ASSIGN_OR_RETURN(std::unique_ptr<protocol::MqttTransport> t, protocol::MqttTransport::Create(mo));
       return std::unique_ptr<protocol::Transport>(std::move(t));
     };
-    deps.signer = std::make_shared<security::EcdsaSigner>(id, key);
+    if (o.fast_crypto) {
+      FLT_ASSIGN_OR_RETURN(std::unique_ptr<rounds::OpenSslEcdsaSigner> fast,
+                           rounds::OpenSslEcdsaSigner::FromPem(id, key_pem));
+      deps.signer = std::move(fast);
+      deps.crypto = &aggregation::CoordinatorCryptoSuite();
+    } else {
+      deps.signer = std::make_shared<security::EcdsaSigner>(id, key);
+    }
     deps.verifier = coordinator_keys;
     deps.trainer =
         std::make_shared<device::SeededLocalTrainer>(1000 + static_cast<uint64_t>(i), o.trainable, 0.05f);
@@ -64,13 +73,37 @@ Result<std::unique_ptr<TestAgents>> TestAgents::Start(TestPki& pki, const TestAg
     deps.fetcher = fleet->blobs_;
     deps.runner = fleet->pool_.get();
     FLT_ASSIGN_OR_RETURN(auto agent, device::DeviceAgent::Open(std::move(ac), std::move(deps)));
-    FLT_RETURN_IF_ERROR(agent->Start());
     fleet->agents_.push_back(std::move(agent));
+  }
+  // Staggered connects: a thousand TLS handshakes at once would time out.
+  for (size_t i = 0; i < fleet->agents_.size(); ++i) {
+    if (o.poll_threads == 0) {
+      FLT_RETURN_IF_ERROR(fleet->agents_[i]->Start());
+    } else {
+      FLT_RETURN_IF_ERROR(fleet->agents_[i]->StartConnect());
+    }
+    if (o.connect_batch > 0 && (i + 1) % static_cast<size_t>(o.connect_batch) == 0) {
+      std::this_thread::sleep_for(o.connect_batch_pause);
+    }
+  }
+  for (int t = 0; t < o.poll_threads; ++t) {
+    fleet->pollers_.emplace_back(
+        [f = fleet.get(), t, n = o.poll_threads] { f->PollLoop(static_cast<size_t>(t), static_cast<size_t>(n)); });
   }
   return fleet;
 }
 
+void TestAgents::PollLoop(size_t first, size_t step) {
+  while (!stop_.load()) {
+    size_t handled = 0;
+    for (size_t i = first; i < agents_.size(); i += step) handled += agents_[i]->Poll(std::chrono::milliseconds(0));
+    if (handled == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 TestAgents::~TestAgents() {
+  stop_.store(true);
+  for (auto& t : pollers_) t.join();
   for (auto& a : agents_) a->Stop();
   agents_.clear();
 }

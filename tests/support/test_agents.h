@@ -4,11 +4,13 @@
 // thread. They enrol over MQTT with their certificates. Never commit what they write.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "flotilla/core/status.h"
@@ -31,6 +33,16 @@ struct TestAgentOptions {
   size_t max_inline_envelope_bytes = 64 * 1024;  // small: every masked input goes over HTTP
   bool certified_peer_keys = false;        // hardened profile: neighbours' keys from advert certificates
   size_t trainable = 16;                   // SeededLocalTrainer's examples (not the vector length)
+  // 0: every agent on its own thread (DeviceAgent::Start). N: N threads poll all agents
+  // round-robin (thousands of agents in one process, as the simulator does).
+  int poll_threads = 0;
+  // The coordinator's OpenSSL signer and crypto suite on the devices too (thousands of
+  // simulated devices on two cores; fast_crypto_test proves the suites bit-identical).
+  bool fast_crypto = false;
+  // Connects are started in batches of this many, `connect_batch_pause` apart.
+  int connect_batch = 100;
+  std::chrono::milliseconds connect_batch_pause{100};
+  uint32_t worker_threads = 2;
 };
 
 class TestAgents {
@@ -46,7 +58,10 @@ class TestAgents {
 
  private:
   TestAgents() = default;
+  void PollLoop(size_t first, size_t step);
   std::unique_ptr<device::WorkerPool> pool_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> pollers_;
   std::shared_ptr<device::HttpBlobClient> blobs_;
   std::vector<std::unique_ptr<device::DeviceAgent>> agents_;
 };

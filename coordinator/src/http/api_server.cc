@@ -23,6 +23,7 @@ using httplib::Response;
 
 constexpr std::string_view kApiPrefix = "/api/v1/";
 constexpr std::string_view kUploadPrefix = "/api/v1/uploads/";
+constexpr std::string_view kArtifactPrefix = "/api/v1/artifacts/";
 // A safe name (protocol/topics.h) as a regex group.
 #define FLT_NAME "([A-Za-z0-9._-]{1,64})"
 
@@ -230,6 +231,7 @@ struct ApiServer::Impl {
   static std::string_view RequiredScope(const Request& req) {
     const std::string& p = req.path;
     if (p.rfind(kUploadPrefix, 0) == 0) return {};
+    if (p.rfind(kArtifactPrefix, 0) == 0 && (req.method == "GET" || req.method == "HEAD")) return {};
     if (p.rfind(kApiPrefix, 0) != 0) return {};
     if (req.method == "GET" || req.method == "HEAD") return kScopeRead;
     if (p.rfind("/api/v1/rounds", 0) == 0) return kScopeRounds;
@@ -259,29 +261,29 @@ struct ApiServer::Impl {
         return httplib::Server::HandlerResponse::Handled;
       }
     }
+    Status auth = Authorize(req);
+    if (auth.ok()) return httplib::Server::HandlerResponse::Unhandled;
+    if (auth.code() == StatusCode::kUnauthenticated) {
+      res.set_header("WWW-Authenticate", BearerToken(req).empty() ? "Bearer" : "Bearer error=\"invalid_token\"");
+    }
+    SendStatus(res, auth);
+    return httplib::Server::HandlerResponse::Handled;
+  }
+
+  // OK when the request needs no token or carries one with the scope it needs.
+  Status Authorize(const Request& req) const {
     const std::string_view scope = RequiredScope(req);
-    if (scope.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    if (scope.empty()) return Status::Ok();
     const std::string token = BearerToken(req);
-    if (token.empty()) {
-      res.set_header("WWW-Authenticate", "Bearer");
-      SendError(res, 401, "UNAUTHENTICATED", "missing bearer token");
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    Result<ApiTokenRecord> record = store->AuthenticateApiToken(token);
-    if (!record.ok()) {
-      res.set_header("WWW-Authenticate", "Bearer error=\"invalid_token\"");
-      SendStatus(res, record.status());
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    if (!record->HasScope(scope)) {
-      SendError(res, 403, "PERMISSION_DENIED", "token lacks the '" + std::string(scope) + "' scope");
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
+    if (token.empty()) return UnauthenticatedError("missing bearer token");
+    FLT_ASSIGN_OR_RETURN(ApiTokenRecord record, store->AuthenticateApiToken(token));
+    if (!record.HasScope(scope)) return PermissionDeniedError("token lacks the '" + std::string(scope) + "' scope");
+    return Status::Ok();
   }
 
   void Routes();
   void Download(const Request& req, Response& res, VersionKind kind);
+  void ServeArtifact(const Request& req, Response& res, const std::string& sha256, const std::string& what);
   void Upload(const Request& req, Response& res, const httplib::ContentReader& reader);
 };
 
@@ -454,6 +456,16 @@ void ApiServer::Impl::Routes() {
           [this, kind](const Request& req, Response& res) { Download(req, res, kind); });
   }
 
+  // ---- content-addressed artifacts of model/adapter versions (public: devices fetch
+  // global adapters here and check the sha256 from their signed messages)
+  s.Get("/api/v1/artifacts/sha256/([0-9a-f]{64})", [this](const Request& req, Response& res) {
+    const std::string sha = req.matches[1].str();
+    auto published = store->IsVersionArtifact(sha);
+    if (!published.ok()) return SendStatus(res, published.status());
+    if (!*published) return SendError(res, 404, "NOT_FOUND", "no version names artifact " + sha);
+    ServeArtifact(req, res, sha, sha);
+  });
+
   // ---- audit
   s.Get("/api/v1/audit", [this](const Request& req, Response& res) {
     auto after = ParseIntParam(req, "after", 0, 0, INT64_MAX / 2);
@@ -479,25 +491,30 @@ void ApiServer::Impl::Routes() {
 }
 
 void ApiServer::Impl::Download(const Request& req, Response& res, VersionKind kind) {
-  // This server applies Range itself (after the hash check); clear httplib's parse.
-  const_cast<Request&>(req).ranges.clear();
   auto v = store->GetVersion(kind, req.matches[1].str());
   if (!v.ok()) return SendStatus(res, v.status());
+  ServeArtifact(req, res, v->sha256, v->id);
+}
+
+void ApiServer::Impl::ServeArtifact(const Request& req, Response& res, const std::string& sha256,
+                                    const std::string& what) {
+  // This server applies Range itself (after the hash check); clear httplib's parse.
+  const_cast<Request&>(req).ranges.clear();
   // Content-addressed: the hash is the strong validator, and the file must still match
   // it (checked once per file state, then cached by ArtifactStore::Verify).
-  Status ok = store->artifacts().Verify(v->sha256);
+  Status ok = store->artifacts().Verify(sha256);
   if (!ok.ok()) {
-    FLT_LOG(kError, "http") << "refusing to serve " << v->id << ": " << ok.ToString();
+    FLT_LOG(kError, "http") << "refusing to serve " << what << ": " << ok.ToString();
     return SendStatus(res, ok);
   }
-  const std::string etag = "\"" + v->sha256 + "\"";
+  const std::string etag = "\"" + sha256 + "\"";
   res.set_header("ETag", etag);
   res.set_header("Accept-Ranges", "bytes");
   if (req.get_header_value("If-None-Match") == etag) {
     res.status = 304;
     return;
   }
-  const std::filesystem::path path = store->artifacts().PathFor(v->sha256);
+  const std::filesystem::path path = store->artifacts().PathFor(sha256);
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return SendError(res, 500, "INTERNAL", "artifact vanished");
   const uint64_t size = static_cast<uint64_t>(st.st_size);
@@ -637,6 +654,9 @@ Result<std::unique_ptr<ApiServer>> ApiServer::Start(Store& store, Metrics& metri
     SendError(res, res.status, code, "HTTP " + std::to_string(res.status));
   });
   impl->Routes();
+  if (impl->options.extra_routes) {
+    impl->options.extra_routes(s, [raw](const Request& req) { return raw->Authorize(req); });
+  }
   if (impl->options.port == 0) {
     impl->port = s.bind_to_any_port(impl->options.host);
   } else {
@@ -663,6 +683,20 @@ std::string ApiServer::base_url() const {
 
 std::string ApiServer::UploadUrl(const std::string& round_id, const std::string& device_id) const {
   return base_url() + std::string(kUploadPrefix) + round_id + "/" + device_id;
+}
+
+Result<v1::UploadTarget> ApiServer::TargetFor(std::string_view round_id, std::string_view device_id) {
+  FLT_ASSIGN_OR_RETURN(std::string token, impl_->store->UploadToken(round_id, device_id));
+  v1::UploadTarget t;
+  t.set_url(UploadUrl(std::string(round_id), std::string(device_id)));
+  t.set_token(std::move(token));
+  t.set_max_bytes(impl_->options.max_upload_bytes);
+  return t;
+}
+
+Result<Bytes> ApiServer::Fetch(std::string_view round_id, std::string_view device_id, const v1::ClaimCheck&) {
+  // The driver checks size and sha256 against the claim; the read checks the file's name.
+  return impl_->store->ReadUpload(round_id, device_id, impl_->options.max_upload_bytes);
 }
 
 void ApiServer::Stop() {

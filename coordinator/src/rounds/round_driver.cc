@@ -632,12 +632,17 @@ void RoundDriver::Impl::CloseStage() {
     return s.ok();
   };
   // Journals `to`, opens it for the recipients of `out` and sends them their messages.
-  auto advance = [&](RoundState to, const auto& out, int64_t deadline) -> bool {
+  // Each message is released once sealed and sent: with n x k neighbour entries in a
+  // stage, holding the messages and their envelopes at once would double the peak.
+  auto advance = [&](RoundState to, auto& out, int64_t deadline) -> bool {
     if (!journal(to)) return false;
     std::vector<uint32_t> next;
     for (const auto& o : out) next.push_back(o.to);
     OpenStage(to, next, deadline);
-    for (const auto& o : out) SendTo(r.cohort[o.to - 1], o.message, deadline, o.to).IgnoreError();
+    for (auto& o : out) {
+      SendTo(r.cohort[o.to - 1], o.message, deadline, o.to).IgnoreError();
+      o.message = std::decay_t<decltype(o.message)>();
+    }
     return true;
   };
   switch (was) {

@@ -52,8 +52,8 @@ Result<CoordinatorConfig> ParseCoordinatorConfig(std::string_view text, const fs
   json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded()) return InvalidArgumentError("config: not valid JSON");
   if (!root.is_object()) return InvalidArgumentError("config: must be a JSON object");
-  static const char* kKnown[] = {"data_dir", "pki_dir", "http", "broker", "enrolment", "round_defaults",
-                                 "metrics_flush_seconds"};
+  static const char* kKnown[] = {"data_dir", "pki_dir", "http",   "broker", "enrolment", "round_defaults",
+                                 "rounds",   "ota",     "metrics_flush_seconds"};
   for (const auto& [k, v] : root.items()) {
     bool known = false;
     for (const char* name : kKnown) known = known || k == name;
@@ -105,7 +105,46 @@ Result<CoordinatorConfig> ParseCoordinatorConfig(std::string_view text, const fs
     }
   }
   FLT_ASSIGN_OR_RETURN(const json* defaults, GetObject(root, "round_defaults"));
-  if (defaults != nullptr) c.round_defaults_json = defaults->dump();
+  if (defaults != nullptr) {
+    json d = *defaults;
+    if (auto it = d.find("base_model_path"); it != d.end()) {
+      if (!it->is_string()) return Bad("round_defaults.base_model_path", "must be a string");
+      *it = Resolve(base_dir, it->get<std::string>()).string();
+    }
+    c.round_defaults_json = d.dump();
+  }
+  FLT_ASSIGN_OR_RETURN(const json* rounds, GetObject(root, "rounds"));
+  if (rounds != nullptr) {
+    for (const auto& [k, v] : rounds->items()) {
+      if (k != "schedule_seconds") return Bad("rounds." + k, "is not a known key (typo?)");
+    }
+    FLT_ASSIGN_OR_RETURN(int64_t every, GetInt(*rounds, "schedule_seconds", "rounds.", 0, 0, 86400 * 365));
+    c.round_schedule_seconds = static_cast<int>(every);
+  }
+  FLT_ASSIGN_OR_RETURN(const json* ota, GetObject(root, "ota"));
+  if (ota != nullptr) {
+    for (const auto& [k, v] : ota->items()) {
+      if (k != "repository_dir" && k != "keys_dir" && k != "passphrase_env" && k != "repository_url" &&
+          k != "timestamp_margin_hours") {
+        return Bad("ota." + k, "is not a known key (typo?)");
+      }
+    }
+    OtaServiceConfig o;
+    FLT_ASSIGN_OR_RETURN(std::string repo, GetString(*ota, "repository_dir", "ota.", ""));
+    FLT_ASSIGN_OR_RETURN(std::string keys, GetString(*ota, "keys_dir", "ota.", ""));
+    if (repo.empty() || keys.empty()) return Bad("ota", "needs repository_dir and keys_dir");
+    o.repository_dir = Resolve(base_dir, repo);
+    o.keys_dir = Resolve(base_dir, keys);
+    FLT_ASSIGN_OR_RETURN(o.passphrase_env, GetString(*ota, "passphrase_env", "ota.", ""));
+    FLT_ASSIGN_OR_RETURN(o.repository_url, GetString(*ota, "repository_url", "ota.", ""));
+    if (auto it = ota->find("timestamp_margin_hours"); it != ota->end()) {
+      if (!it->is_number() || it->get<double>() <= 0 || it->get<double>() > 24 * 365) {
+        return Bad("ota.timestamp_margin_hours", "must be a number of hours in (0, 8760]");
+      }
+      o.timestamp_margin_hours = it->get<double>();
+    }
+    c.ota = std::move(o);
+  }
   FLT_ASSIGN_OR_RETURN(int64_t flush, GetInt(root, "metrics_flush_seconds", "", c.metrics_flush_seconds, 1, 3600));
   c.metrics_flush_seconds = static_cast<int>(flush);
   return c;

@@ -172,9 +172,29 @@ CREATE INDEX round_participants_by_device ON round_participants (device_id, roun
 CREATE INDEX uploads_by_sha ON uploads (sha256);
 )sql";
 
-inline constexpr std::array<sqlite::Migration, 2> kMigrations = {{
+// v3: the round engine journals into the store (StoreRoundJournal, one SQLite file for
+// the coordinator's state):
+//   rounds.spec_json        the engine's RoundSpec; '' while a REST-created round waits
+//                           in the queue (the engine adopts it by filling this in)
+//   round_participants.last_stage/last_status   each device's latest stage row
+//   participant_stages.seq  commit order of a device's stage rows
+//   registry_current        the version new rounds start from, per kind
+inline constexpr std::string_view kSchemaV3 = R"sql(
+ALTER TABLE rounds ADD COLUMN spec_json TEXT NOT NULL DEFAULT '';
+ALTER TABLE round_participants ADD COLUMN last_stage TEXT NOT NULL DEFAULT '';
+ALTER TABLE round_participants ADD COLUMN last_status TEXT NOT NULL DEFAULT '';
+ALTER TABLE participant_stages ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE registry_current (
+  kind       TEXT PRIMARY KEY CHECK (kind IN ('model', 'adapter')),
+  version_id TEXT NOT NULL,
+  updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql";
+
+inline constexpr std::array<sqlite::Migration, 3> kMigrations = {{
     {1, kSchemaV1},
     {2, kSchemaV2},
+    {3, kSchemaV3},
 }};
 
 }  // namespace flotilla::coordinator::internal

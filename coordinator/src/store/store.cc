@@ -108,7 +108,7 @@ Result<DeviceRecord> ReadDevice(const Statement& st) {
 
 constexpr std::string_view kRoundColumns =
     "id, group_name, state, reason, config_json, created_ms, updated_ms, cancel_requested, cancel_reason, "
-    "aggregate_sha256, result_version";
+    "aggregate_sha256, result_version, spec_json";
 
 Result<RoundRecord> ReadRound(const Statement& st) {
   RoundRecord r;
@@ -123,6 +123,7 @@ Result<RoundRecord> ReadRound(const Statement& st) {
   r.cancel_reason = st.ColumnText(8);
   r.aggregate_sha256 = st.ColumnIsNull(9) ? std::string() : st.ColumnText(9);
   r.result_version = st.ColumnText(10);
+  r.spec_json = st.ColumnText(11);
   return r;
 }
 
@@ -159,6 +160,12 @@ Status ForEachRow(Statement& st, Fn&& fn) {
     FLT_RETURN_IF_ERROR(fn());
   }
 }
+
+// A device's stage row; `seq` orders a device's rows by commit (one value per transaction).
+constexpr std::string_view kUpsertStageSql =
+    "INSERT INTO participant_stages (round_id, device_id, stage, status, updated_ms, seq) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (round_id, device_id, stage) DO UPDATE SET status = excluded.status, updated_ms = "
+    "excluded.updated_ms, seq = excluded.seq";
 
 // Runs a prepared statement that must change exactly one row; NotFound naming `what`.
 Status RunOne(sqlite::Database& db, Statement& st, std::string_view what) {
@@ -789,18 +796,16 @@ Status Store::SetParticipantStages(std::string_view round_id, std::span<const St
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = clock_->NowUnixMillis();
   return db_->Transaction([&]() -> Status {
-    FLT_ASSIGN_OR_RETURN(Statement st, db_->Prepare("INSERT INTO participant_stages (round_id, device_id, stage, status, "
-                                                    "updated_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT (round_id, "
-                                                    "device_id, stage) DO UPDATE SET status = excluded.status, "
-                                                    "updated_ms = excluded.updated_ms"));
-    FLT_ASSIGN_OR_RETURN(Statement touch, db_->Prepare("UPDATE round_participants SET updated_ms = ? WHERE round_id = ? "
-                                                       "AND device_id = ?"));
+    FLT_ASSIGN_OR_RETURN(int64_t seq, NextStageSeqLocked(round_id));
+    FLT_ASSIGN_OR_RETURN(Statement st, db_->Prepare(std::string(kUpsertStageSql)));
+    FLT_ASSIGN_OR_RETURN(Statement touch, db_->Prepare("UPDATE round_participants SET updated_ms = ?, last_stage = ?, "
+                                                       "last_status = ? WHERE round_id = ? AND device_id = ?"));
     for (const auto& u : updates) {
       touch.Reset();
-      touch.Bind(1, now).Bind(2, round_id).Bind(3, u.device_id);
+      touch.Bind(1, now).Bind(2, u.stage).Bind(3, u.status).Bind(4, round_id).Bind(5, u.device_id);
       FLT_RETURN_IF_ERROR(RunOne(*db_, touch, "participant '" + u.device_id + "' in round '" + std::string(round_id) + "'"));
       st.Reset();
-      st.Bind(1, round_id).Bind(2, u.device_id).Bind(3, u.stage).Bind(4, u.status).Bind(5, now);
+      st.Bind(1, round_id).Bind(2, u.device_id).Bind(3, u.stage).Bind(4, u.status).Bind(5, now).Bind(6, seq);
       FLT_RETURN_IF_ERROR(st.Run());
     }
     return Status::Ok();
@@ -809,8 +814,9 @@ Status Store::SetParticipantStages(std::string_view round_id, std::span<const St
 
 Result<std::vector<ParticipantRecord>> Store::ListParticipants(std::string_view round_id) {
   std::lock_guard<std::mutex> lock(mu_);
-  FLT_ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT device_id, cohort_index, updated_ms FROM round_participants "
-                                                  "WHERE round_id = ? ORDER BY cohort_index, device_id"));
+  FLT_ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT device_id, cohort_index, updated_ms, last_stage, last_status "
+                                                  "FROM round_participants WHERE round_id = ? ORDER BY cohort_index, "
+                                                  "device_id"));
   st.Bind(1, round_id);
   std::vector<ParticipantRecord> out;
   std::map<std::string, size_t> index;
@@ -820,6 +826,8 @@ Result<std::vector<ParticipantRecord>> Store::ListParticipants(std::string_view 
     p.device_id = st.ColumnText(0);
     p.cohort_index = static_cast<uint32_t>(st.ColumnInt(1));
     p.updated_ms = st.ColumnInt(2);
+    p.last_stage = st.ColumnText(3);
+    p.last_status = st.ColumnText(4);
     index[p.device_id] = out.size();
     out.push_back(std::move(p));
     return Status::Ok();
@@ -1096,6 +1104,290 @@ Result<std::map<std::string, int64_t>> Store::Counters() {
     return Status::Ok();
   }));
   return out;
+}
+
+}  // namespace flotilla::coordinator
+
+// ---------------------------------------------------------------- round engine journal
+
+namespace flotilla::coordinator {
+
+Result<DeviceIdentity> Store::GetDeviceIdentity(std::string_view id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  FLT_ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT status, identity_public_key FROM devices WHERE id = ?"));
+  st.Bind(1, id);
+  FLT_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return NotFoundError("store: no device '" + std::string(id) + "'");
+  DeviceIdentity d;
+  FLT_ASSIGN_OR_RETURN(d.status, ParseDeviceStatus(st.ColumnText(0)));
+  d.identity_public_key = st.ColumnBlob(1);
+  return d;
+}
+
+Result<int64_t> Store::NextStageSeqLocked(std::string_view round_id) {
+  FLT_ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT COALESCE(MAX(seq), 0) + 1 FROM participant_stages WHERE "
+                                                  "round_id = ?"));
+  st.Bind(1, round_id);
+  FLT_ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? st.ColumnInt(0) : int64_t{1};
+}
+
+Status Store::CreateEngineRound(std::string_view id, std::string_view group, std::string_view spec_json,
+                                std::string_view actor) {
+  FLT_RETURN_IF_ERROR(protocol::ValidateName("round id", id));
+  if (!group.empty()) FLT_RETURN_IF_ERROR(protocol::ValidateName("group", group));
+  if (spec_json.empty()) return InvalidArgumentError("store: an engine round needs its spec");
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = clock_->NowUnixMillis();
+  Bytes secret(32);
+  random_->Fill(secret);
+  return db_->Transaction([&]() -> Status {
+    FLT_ASSIGN_OR_RETURN(Statement q, db_->Prepare("SELECT state, spec_json FROM rounds WHERE id = ?"));
+    q.Bind(1, id);
+    FLT_ASSIGN_OR_RETURN(bool exists, q.Step());
+    if (exists) {
+      if (q.ColumnText(0) != ToString(RoundState::kCreated) || !q.ColumnText(1).empty()) {
+        return AlreadyExistsError("store: round '" + std::string(id) + "' exists");
+      }
+      FLT_ASSIGN_OR_RETURN(Statement up, db_->Prepare("UPDATE rounds SET spec_json = ?, group_name = ?, updated_ms = ? "
+                                                      "WHERE id = ? AND state = 'created' AND spec_json = ''"));
+      up.Bind(1, spec_json).Bind(2, group).Bind(3, now).Bind(4, id);
+      FLT_RETURN_IF_ERROR(RunOne(*db_, up, "queued round '" + std::string(id) + "'"));
+      return AuditLocked(actor, "round.adopt", id, Detail(nlohmann::json{{"group", group}}));
+    }
+    FLT_ASSIGN_OR_RETURN(Statement st, db_->Prepare("INSERT INTO rounds (id, group_name, state, config_json, created_ms, "
+                                                    "updated_ms, upload_secret, spec_json) VALUES (?, ?, 'created', "
+                                                    "'{}', ?, ?, ?, ?)"));
+    st.Bind(1, id).Bind(2, group).Bind(3, now).Bind(4, now).BindBlob(5, secret).Bind(6, spec_json);
+    FLT_RETURN_IF_ERROR(st.Run());
+    return AuditLocked(actor, "round.create", id, Detail(nlohmann::json{{"group", group}}));
+  });
+}
+
+Status Store::JournalTransition(std::string_view id, RoundState from, RoundState to, std::string_view reason,
+                                std::span<const rounds::ParticipantStage> participants,
+                                const std::string* result_version, std::string_view result_sha256_hex,
+                                std::string_view actor) {
+  if (result_version != nullptr) FLT_RETURN_IF_ERROR(ValidateSha256Hex(result_sha256_hex));
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = clock_->NowUnixMillis();
+  return db_->Transaction([&]() -> Status {
+    FLT_ASSIGN_OR_RETURN(Statement cas, db_->Prepare("UPDATE rounds SET state = ?, reason = ?, updated_ms = ? WHERE "
+                                                     "id = ? AND state = ?"));
+    cas.Bind(1, ToString(to)).Bind(2, reason).Bind(3, now).Bind(4, id).Bind(5, ToString(from));
+    FLT_RETURN_IF_ERROR(cas.Run());
+    if (db_->Changes() != 1) {
+      FLT_ASSIGN_OR_RETURN(RoundRecord r, GetRoundLocked(id));  // NotFound for unknown ids
+      return AbortedError("store: round '" + std::string(id) + "' is " + std::string(ToString(r.state)) + ", not " +
+                          std::string(ToString(from)));
+    }
+    nlohmann::json detail{{"from", ToString(from)}, {"to", ToString(to)}, {"reason", reason}};
+    if (result_version != nullptr) {
+      FLT_ASSIGN_OR_RETURN(Statement res, db_->Prepare("UPDATE rounds SET result_version = ?, aggregate_sha256 = ? "
+                                                       "WHERE id = ?"));
+      res.Bind(1, *result_version).Bind(2, result_sha256_hex).Bind(3, id);
+      FLT_RETURN_IF_ERROR(res.Run());
+      detail["result_version"] = *result_version;
+    }
+    if (!participants.empty()) {
+      FLT_ASSIGN_OR_RETURN(int64_t seq, NextStageSeqLocked(id));
+      FLT_ASSIGN_OR_RETURN(Statement part, db_->Prepare("INSERT INTO round_participants (round_id, device_id, "
+                                                        "cohort_index, updated_ms, last_stage, last_status) VALUES "
+                                                        "(?, ?, ?, ?, ?, ?) ON CONFLICT (round_id, device_id) DO UPDATE "
+                                                        "SET updated_ms = excluded.updated_ms, last_stage = "
+                                                        "excluded.last_stage, last_status = excluded.last_status"));
+      FLT_ASSIGN_OR_RETURN(Statement stage, db_->Prepare(std::string(kUpsertStageSql)));
+      for (const rounds::ParticipantStage& p : participants) {
+        part.Reset();
+        part.Bind(1, id).Bind(2, p.device_id).Bind(3, static_cast<int64_t>(p.cohort_index)).Bind(4, now);
+        part.Bind(5, p.stage).Bind(6, p.status);
+        FLT_RETURN_IF_ERROR(part.Run().WithContext("participant '" + p.device_id + "'"));
+        stage.Reset();
+        stage.Bind(1, id).Bind(2, p.device_id).Bind(3, p.stage).Bind(4, p.status).Bind(5, now).Bind(6, seq);
+        FLT_RETURN_IF_ERROR(stage.Run());
+      }
+      detail["participants"] = participants.size();
+    }
+    return AuditLocked(actor, "round.state", id, Detail(detail));
+  });
+}
+
+Result<std::vector<RoundRecord>> Store::ListRoundsWhereLocked(std::string_view where, int limit) {
+  FLT_ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT id FROM rounds WHERE " + std::string(where) +
+                                                  " ORDER BY created_ms, id LIMIT ?"));
+  st.Bind(1, static_cast<int64_t>(ClampLimit(limit)));
+  std::vector<std::string> ids;
+  FLT_RETURN_IF_ERROR(ForEachRow(st, [&]() -> Status {
+    ids.push_back(st.ColumnText(0));
+    return Status::Ok();
+  }));
+  std::vector<RoundRecord> out;
+  for (const auto& rid : ids) {
+    FLT_ASSIGN_OR_RETURN(RoundRecord r, GetRoundLocked(rid));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+Result<std::vector<RoundRecord>> Store::ListUnfinishedEngineRounds() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ListRoundsWhereLocked("spec_json != '' AND state NOT IN ('published', 'failed', 'cancelled')", kMaxListLimit);
+}
+
+Result<std::vector<RoundRecord>> Store::ListQueuedRounds(int limit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ListRoundsWhereLocked("state = 'created' AND spec_json = ''", limit);
+}
+
+Result<std::vector<rounds::ParticipantStage>> Store::ParticipantStageHistory(std::string_view round_id,
+                                                                             std::string_view device_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  FLT_ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT s.stage, s.status, p.cohort_index FROM participant_stages s "
+                                                  "JOIN round_participants p USING (round_id, device_id) WHERE "
+                                                  "s.round_id = ? AND s.device_id = ? ORDER BY s.seq, s.updated_ms"));
+  st.Bind(1, round_id).Bind(2, device_id);
+  std::vector<rounds::ParticipantStage> out;
+  FLT_RETURN_IF_ERROR(ForEachRow(st, [&]() -> Status {
+    out.push_back({std::string(device_id), static_cast<uint32_t>(st.ColumnInt(2)), st.ColumnText(0), st.ColumnText(1)});
+    return Status::Ok();
+  }));
+  return out;
+}
+
+Status Store::CheckRoundInvariants() {
+  FLT_RETURN_IF_ERROR(IntegrityCheck());
+  struct Rule {
+    std::string_view what;
+    std::string_view sql;  // counts violations
+  };
+  static constexpr Rule kRules[] = {
+      {"participant rows of an unknown round",
+       "SELECT COUNT(*) FROM round_participants WHERE round_id NOT IN (SELECT id FROM rounds)"},
+      {"stage rows without a participant",
+       "SELECT COUNT(*) FROM participant_stages s WHERE NOT EXISTS (SELECT 1 FROM round_participants p WHERE "
+       "p.round_id = s.round_id AND p.device_id = s.device_id)"},
+      {"failed or cancelled rounds without a reason",
+       "SELECT COUNT(*) FROM rounds WHERE state IN ('failed', 'cancelled') AND reason = ''"},
+      {"aggregated or published rounds without an adapter version",
+       "SELECT COUNT(*) FROM rounds WHERE state IN ('aggregated', 'published') AND result_version = ''"},
+      {"rounds whose adapter version is not in the adapter registry",
+       "SELECT COUNT(*) FROM rounds WHERE result_version != '' AND result_version NOT IN (SELECT id FROM "
+       "adapter_versions)"},
+      {"groups with more than one running engine round",
+       "SELECT COUNT(*) FROM (SELECT group_name FROM rounds WHERE spec_json != '' AND state NOT IN ('published', "
+       "'failed', 'cancelled') GROUP BY group_name HAVING COUNT(*) > 1)"},
+      {"rounds in an unknown state",
+       "SELECT COUNT(*) FROM rounds WHERE state NOT IN ('created', 'selecting', 'training', 'share_keys', "
+       "'masked_input', 'consistency_check', 'unmask', 'aggregated', 'published', 'failed', 'cancelled')"},
+      {"duplicate cohort indexes in a round",
+       "SELECT COUNT(*) FROM (SELECT round_id, cohort_index FROM round_participants GROUP BY round_id, cohort_index "
+       "HAVING COUNT(*) > 1)"},
+      {"current versions that do not exist",
+       "SELECT COUNT(*) FROM registry_current c WHERE (c.kind = 'adapter' AND c.version_id NOT IN (SELECT id FROM "
+       "adapter_versions)) OR (c.kind = 'model' AND c.version_id NOT IN (SELECT id FROM model_versions))"},
+  };
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const Rule& rule : kRules) {
+    FLT_ASSIGN_OR_RETURN(Statement st, db_->Prepare(rule.sql));
+    FLT_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (row && st.ColumnInt(0) != 0) {
+      return DataLossError("store: " + std::to_string(st.ColumnInt(0)) + " " + std::string(rule.what));
+    }
+  }
+  return Status::Ok();
+}
+
+Result<int64_t> Store::PurgeFinishedRoundUploads() {
+  std::vector<std::string> orphaned;  // artifact files to remove once the rows are gone
+  int64_t deleted = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    constexpr std::string_view kFinished =
+        "round_id IN (SELECT id FROM rounds WHERE state IN ('published', 'failed', 'cancelled'))";
+    Status tx = db_->Transaction([&]() -> Status {
+      orphaned.clear();
+      FLT_ASSIGN_OR_RETURN(Statement shas, db_->Prepare("SELECT DISTINCT sha256 FROM uploads WHERE " +
+                                                        std::string(kFinished)));
+      std::vector<std::string> candidates;
+      FLT_RETURN_IF_ERROR(ForEachRow(shas, [&]() -> Status {
+        candidates.push_back(shas.ColumnText(0));
+        return Status::Ok();
+      }));
+      FLT_ASSIGN_OR_RETURN(Statement del, db_->Prepare("DELETE FROM uploads WHERE " + std::string(kFinished)));
+      FLT_RETURN_IF_ERROR(del.Run());
+      deleted = db_->Changes();
+      FLT_ASSIGN_OR_RETURN(Statement drop, db_->Prepare(
+                                               "DELETE FROM artifacts WHERE sha256 = ?1 AND NOT EXISTS (SELECT 1 FROM "
+                                               "uploads WHERE sha256 = ?1) AND NOT EXISTS (SELECT 1 FROM "
+                                               "model_versions WHERE sha256 = ?1) AND NOT EXISTS (SELECT 1 FROM "
+                                               "adapter_versions WHERE sha256 = ?1) AND NOT EXISTS (SELECT 1 FROM "
+                                               "rounds WHERE aggregate_sha256 = ?1)"));
+      for (const std::string& sha : candidates) {
+        drop.Reset();
+        drop.Bind(1, sha);
+        FLT_RETURN_IF_ERROR(drop.Run());
+        if (db_->Changes() == 1) orphaned.push_back(sha);
+      }
+      return Status::Ok();
+    });
+    FLT_RETURN_IF_ERROR(tx);
+  }
+  // After the commit: a crash before this line leaves only unreferenced files behind.
+  for (const std::string& sha : orphaned) {
+    std::error_code ec;
+    std::filesystem::remove(artifacts_->PathFor(sha), ec);
+    if (ec) {
+      FLT_LOG(kWarn, "store") << "cannot remove upload artifact " << sha << ": " << ec.message();
+    }
+  }
+  return deleted;
+}
+
+Status Store::SetVersionMetrics(VersionKind kind, std::string_view id, std::string_view metrics_json) {
+  const nlohmann::json m = nlohmann::json::parse(metrics_json, nullptr, false);
+  if (m.is_discarded() || !m.is_object()) return InvalidArgumentError("store: version metrics must be a JSON object");
+  std::lock_guard<std::mutex> lock(mu_);
+  FLT_ASSIGN_OR_RETURN(Statement st, db_->Prepare("UPDATE " + std::string(VersionTable(kind)) +
+                                                  " SET metrics_json = ? WHERE id = ?"));
+  st.Bind(1, metrics_json).Bind(2, id);
+  return RunOne(*db_, st, std::string(ToString(kind)) + " version '" + std::string(id) + "'");
+}
+
+Result<std::string> Store::CurrentVersion(VersionKind kind) {
+  std::lock_guard<std::mutex> lock(mu_);
+  FLT_ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT version_id FROM registry_current WHERE kind = ?"));
+  st.Bind(1, ToString(kind));
+  FLT_ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? st.ColumnText(0) : std::string();
+}
+
+Status Store::SetCurrentVersion(VersionKind kind, std::string_view id, std::string_view actor) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return db_->Transaction([&]() -> Status {
+    FLT_ASSIGN_OR_RETURN(Statement q, db_->Prepare("SELECT 1 FROM " + std::string(VersionTable(kind)) + " WHERE id = ?"));
+    q.Bind(1, id);
+    FLT_ASSIGN_OR_RETURN(bool found, q.Step());
+    if (!found) return NotFoundError("store: no " + std::string(ToString(kind)) + " version '" + std::string(id) + "'");
+    FLT_ASSIGN_OR_RETURN(Statement cur, db_->Prepare("SELECT version_id FROM registry_current WHERE kind = ?"));
+    cur.Bind(1, ToString(kind));
+    FLT_ASSIGN_OR_RETURN(bool have, cur.Step());
+    if (have && cur.ColumnText(0) == id) return Status::Ok();  // idempotent, no audit noise
+    FLT_ASSIGN_OR_RETURN(Statement st, db_->Prepare("INSERT INTO registry_current (kind, version_id, updated_ms) VALUES "
+                                                    "(?, ?, ?) ON CONFLICT (kind) DO UPDATE SET version_id = "
+                                                    "excluded.version_id, updated_ms = excluded.updated_ms"));
+    st.Bind(1, ToString(kind)).Bind(2, id).Bind(3, clock_->NowUnixMillis());
+    FLT_RETURN_IF_ERROR(st.Run());
+    return AuditLocked(actor, std::string(ToString(kind)) + ".current", id, "{}");
+  });
+}
+
+Result<bool> Store::IsVersionArtifact(std::string_view sha256_hex) {
+  FLT_RETURN_IF_ERROR(ValidateSha256Hex(sha256_hex));
+  std::lock_guard<std::mutex> lock(mu_);
+  FLT_ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT 1 FROM adapter_versions WHERE sha256 = ?1 UNION ALL SELECT 1 "
+                                                  "FROM model_versions WHERE sha256 = ?1 LIMIT 1"));
+  st.Bind(1, sha256_hex);
+  return st.Step();
 }
 
 }  // namespace flotilla::coordinator

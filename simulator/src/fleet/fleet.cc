@@ -10,9 +10,10 @@
 
 #include "fleet_parts.h"
 #include "flotilla/coordinator/device_endpoint.h"
-#include "flotilla/coordinator/round_journal.h"
 #include "flotilla/coordinator/round_ports.h"
 #include "flotilla/coordinator/store.h"
+#include "flotilla/coordinator/store_adapter_registry.h"
+#include "flotilla/coordinator/store_round_journal.h"
 #include "flotilla/core/file.h"
 #include "flotilla/core/log.h"
 #include "flotilla/device/engine_trainer.h"
@@ -141,12 +142,14 @@ struct Fleet::Impl {
   // Coordinator side.
   std::unique_ptr<coordinator::Store> store;
   std::shared_ptr<coordinator::StoreKeyVerifier> store_verifier;  // reads `store`
-  std::unique_ptr<rounds::SqliteRoundJournal> journal;
-  std::unique_ptr<rounds::DirectoryAdapterRegistry> registry;
+  // The round engine's connection to the same coordinator.db (synchronous=FULL: its
+  // journal commits are what crash consistency rests on), its journal and registry.
+  std::unique_ptr<coordinator::Store> engine_store;
+  std::unique_ptr<coordinator::StoreRoundJournal> journal;
+  std::unique_ptr<coordinator::StoreAdapterRegistry> registry;
   std::unique_ptr<rounds::InMemoryUploadSource> uploads;
   std::unique_ptr<protocol::MqttTransport> coordinator_transport;
   std::unique_ptr<rounds::RoundDriver> driver;
-  std::string last_adapter_version;
 
   // Device side.
   std::unique_ptr<device::WorkerPool> pool;
@@ -168,7 +171,7 @@ struct Fleet::Impl {
   Status SetUpDevices();
   void PollLoop(size_t first, size_t end);
   void StopAgents();
-  Status MirrorRound(const rounds::RoundStatus& st, const rounds::RoundSpec& spec);
+  void RecordAdapterMetrics(const RoundReport& rr);
   size_t ConnectedCount() const;
 };
 
@@ -245,13 +248,16 @@ Status Fleet::Impl::SetUpCoordinator() {
   report.broker_ms = MillisSince(t0);
 
   coordinator::StoreOptions so;
-  // Enrolling a simulated fleet commits once per device: no fsync per commit here (the
-  // journal below keeps synchronous=FULL, which is what crash consistency rests on).
+  // Enrolling a simulated fleet commits once per device: no fsync per commit on this
+  // connection (the engine's connection below keeps synchronous=FULL).
   so.synchronous_full = false;
   FLT_ASSIGN_OR_RETURN(store, coordinator::Store::Open(options.out_dir, so));
-  FLT_ASSIGN_OR_RETURN(journal, rounds::SqliteRoundJournal::Open(options.out_dir / "round_journal.db"));
-  FLT_ASSIGN_OR_RETURN(registry, rounds::DirectoryAdapterRegistry::Open(options.out_dir / "adapters", "sim://adapters",
-                                                                        static_cast<size_t>(trainable_length)));
+  FLT_ASSIGN_OR_RETURN(engine_store, coordinator::Store::Open(options.out_dir));
+  journal = std::make_unique<coordinator::StoreRoundJournal>(*engine_store);
+  coordinator::StoreAdapterRegistryOptions ao;
+  ao.base_url = "sim://coordinator";  // resolved in process by the devices' RegistryFetcher
+  ao.initial_length = static_cast<size_t>(trainable_length);
+  FLT_ASSIGN_OR_RETURN(registry, coordinator::StoreAdapterRegistry::Open(*engine_store, ao));
   uploads = std::make_unique<rounds::InMemoryUploadSource>("sim://uploads");
   return Status::Ok();
 }
@@ -437,49 +443,28 @@ void Fleet::Impl::StopAgents() {
   }
 }
 
-// Records the finished round in the coordinator's Store (rounds, participants, adapter
-// versions, audit) so coordinator.db tells the story of the run. The RoundDriver's own
-// journal (round_journal.db) is the durable source of truth; failures here are logged.
-Status Fleet::Impl::MirrorRound(const rounds::RoundStatus& st, const rounds::RoundSpec& spec) {
-  coordinator::NewRound nr;
-  nr.id = st.round_id;
-  nr.group = std::string(kGroup);
-  nr.config_json = rounds::RoundSpecToJson(spec);
-  FLT_RETURN_IF_ERROR(store->CreateRound(nr, "engine").status());
-  FLT_ASSIGN_OR_RETURN(std::vector<rounds::JournalParticipant> parts, journal->Participants(st.round_id));
-  std::vector<std::pair<std::string, uint32_t>> cohort;
-  std::vector<coordinator::StageUpdate> stages;
-  for (const rounds::JournalParticipant& p : parts) {
-    cohort.emplace_back(p.device_id, p.cohort_index);
-    stages.push_back({p.device_id, p.last_stage, p.last_status});
+// The round engine journals rounds, participants and adapter versions into
+// coordinator.db itself; the simulator adds what only it measured (held-out perplexity)
+// to the adapter version's metrics. Failures are logged.
+void Fleet::Impl::RecordAdapterMetrics(const RoundReport& rr) {
+  if (rr.state != "published" || rr.adapter_version.empty()) return;
+  Result<coordinator::VersionRecord> v = store->GetVersion(coordinator::VersionKind::kAdapter, rr.adapter_version);
+  if (!v.ok()) {
+    FLT_LOG(kWarn, "simulator") << "coordinator.db: adapter " << rr.adapter_version << ": " << v.status().ToString();
+    return;
   }
-  if (!cohort.empty()) {
-    FLT_RETURN_IF_ERROR(store->AddParticipants(st.round_id, cohort));
-    FLT_RETURN_IF_ERROR(store->SetParticipantStages(st.round_id, stages));
+  nlohmann::json metrics = nlohmann::json::parse(v->metrics_json, nullptr, false);
+  if (metrics.is_discarded() || !metrics.is_object()) metrics = nlohmann::json::object();
+  metrics["survivors"] = rr.survivors;
+  metrics["cohort"] = rr.cohort;
+  if (rr.eval) {
+    metrics["perplexity_mean"] = rr.eval->mean;
+    metrics["perplexity_pooled"] = rr.eval->pooled;
   }
-  FLT_ASSIGN_OR_RETURN(coordinator::RoundState final_state, coordinator::ParseRoundState(rounds::ToString(st.state)));
-  if (st.state == rounds::RoundState::kPublished && !st.adapter_version.empty()) {
-    FLT_ASSIGN_OR_RETURN(rounds::GlobalAdapter adapter, registry->Get(st.adapter_version));
-    FLT_ASSIGN_OR_RETURN(coordinator::ArtifactInfo art,
-                         store->PutArtifact(protocol::EncodeAdapterVector(adapter.values), "application/octet-stream"));
-    coordinator::VersionRecord v;
-    v.id = st.adapter_version;
-    v.kind = "lora-frozen-a";
-    v.parent_id = last_adapter_version;
-    v.round_id = st.round_id;
-    v.sha256 = art.sha256;
-    v.size = art.size;
-    nlohmann::json metrics{{"survivors", st.survivors}, {"cohort", st.cohort}};
-    if (!report.rounds.empty() && report.rounds.back().eval) {
-      metrics["perplexity_mean"] = report.rounds.back().eval->mean;
-      metrics["perplexity_pooled"] = report.rounds.back().eval->pooled;
-    }
-    v.metrics_json = metrics.dump();
-    FLT_RETURN_IF_ERROR(store->AddVersion(coordinator::VersionKind::kAdapter, v, "engine"));
-    FLT_RETURN_IF_ERROR(store->SetRoundResult(st.round_id, art.sha256, st.adapter_version));
-    last_adapter_version = st.adapter_version;
+  Status s = store->SetVersionMetrics(coordinator::VersionKind::kAdapter, rr.adapter_version, metrics.dump());
+  if (!s.ok()) {
+    FLT_LOG(kWarn, "simulator") << "coordinator.db: adapter metrics: " << s.ToString();
   }
-  return store->TransitionRound(st.round_id, coordinator::RoundState::kCreated, final_state, st.reason, "engine");
 }
 
 // ---------------------------------------------------------------- Fleet
@@ -518,7 +503,7 @@ Result<std::unique_ptr<Fleet>> Fleet::Open(FleetOptions options) {
   s.report.disconnect_rate = o.faults.disconnect_rate;
   s.report.out_dir = o.out_dir.string();
   s.report.coordinator_db = (o.out_dir / "coordinator.db").string();
-  s.report.journal_db = (o.out_dir / "round_journal.db").string();
+  s.report.journal_db = s.report.coordinator_db;  // the round engine journals into coordinator.db
 
   FaultOptions fo = o.faults;
   fo.seed = o.seed ^ 0xFA0175ull;
@@ -718,12 +703,7 @@ Result<RoundReport> Fleet::RunRound(uint32_t number) {
   }
   s.report.rounds.push_back(rr);
   s.progress.Done(FormatRoundLine(rr, o.rounds));
-  if (st) {
-    Status m = s.MirrorRound(*st, spec);
-    if (!m.ok()) {
-      FLT_LOG(kWarn, "simulator") << "coordinator.db: round " << rr.round_id << ": " << m.ToString();
-    }
-  }
+  s.RecordAdapterMetrics(rr);
   return rr;
 }
 

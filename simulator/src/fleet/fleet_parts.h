@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "flotilla/coordinator/round_ports.h"
+#include "flotilla/coordinator/store_adapter_registry.h"
 #include "flotilla/core/status.h"
 #include "flotilla/device/blob_client.h"
 #include "flotilla/device/local_trainer.h"
@@ -67,11 +68,11 @@ class InProcessUploader final : public device::UpdateUploader {
 // AdapterFetcher that resolves the registry's URLs in process. Thread-safe.
 class RegistryFetcher final : public device::AdapterFetcher {
  public:
-  explicit RegistryFetcher(rounds::DirectoryAdapterRegistry& registry) : registry_(registry) {}
+  explicit RegistryFetcher(coordinator::StoreAdapterRegistry& registry) : registry_(registry) {}
   Result<Bytes> Fetch(std::string_view url, size_t max_bytes) override;
 
  private:
-  rounds::DirectoryAdapterRegistry& registry_;
+  coordinator::StoreAdapterRegistry& registry_;
 };
 
 // What the cohort's trainers did, per round id. Thread-safe.

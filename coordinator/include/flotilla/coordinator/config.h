@@ -8,7 +8,10 @@
 //     "broker": {"uri": "ssl://127.0.0.1:8883",   omit "broker" to run without MQTT
 //                "ca_file": "...", "cert_file": "...", "key_file": "..."},
 //     "enrolment": {"require_token": false},
-//     "round_defaults": {"group": "default", "min_cohort": 2, ...},
+//     "round_defaults": {"group": "default", "min_cohort": 2, ...},   docs/coordinator.md "Rounds"
+//     "rounds": {"schedule_seconds": 0},          0: rounds on demand only (REST)
+//     "ota": {"repository_dir": "...", "keys_dir": "...", "passphrase_env": "...",
+//             "repository_url": "...", "timestamp_margin_hours": 6},   omit: no rollouts
 //     "metrics_flush_seconds": 10
 //   }
 //
@@ -31,6 +34,16 @@ struct BrokerConfig {
   std::filesystem::path ca_file, cert_file, key_file;
 };
 
+// Rollouts in the service (docs/ota.md): the OTA repository the RolloutManager signs
+// director assignments into, and its keys (`flotilla keys init`).
+struct OtaServiceConfig {
+  std::filesystem::path repository_dir;
+  std::filesystem::path keys_dir;
+  std::string passphrase_env;        // environment variable with the offline keys' passphrase
+  std::string repository_url;        // default repository URL for rollouts' MQTT hints
+  double timestamp_margin_hours = 6; // re-sign the timestamp when it expires this soon
+};
+
 struct CoordinatorConfig {
   std::filesystem::path data_dir;
   std::filesystem::path pki_dir;
@@ -40,7 +53,9 @@ struct CoordinatorConfig {
   std::string public_url;
   std::optional<BrokerConfig> broker;
   EnrolmentPolicy enrolment;
-  std::string round_defaults_json = "{}";
+  std::string round_defaults_json = "{}";  // base_model_path made absolute
+  int round_schedule_seconds = 0;          // start a round this often when idle (0: on demand)
+  std::optional<OtaServiceConfig> ota;
   int metrics_flush_seconds = 10;
 };
 

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "flotilla/coordinator/artifact_store.h"
+#include "flotilla/coordinator/round_journal.h"
 #include "flotilla/coordinator/round_state.h"
 #include "flotilla/core/bytes.h"
 #include "flotilla/core/clock.h"
@@ -41,7 +42,7 @@ class Database;
 namespace flotilla::coordinator {
 
 // Newest schema version this build writes (PRAGMA user_version after Open).
-inline constexpr int kStoreSchemaVersion = 2;
+inline constexpr int kStoreSchemaVersion = 3;
 
 // ---------------------------------------------------------------- devices
 
@@ -148,6 +149,9 @@ struct RoundRecord {
   std::map<std::string, int64_t> deadlines_ms;  // stage name -> absolute Unix ms
   std::string aggregate_sha256;   // hex artifact of the aggregate, empty until aggregated
   std::string result_version;     // adapter version the round produced
+  // The round engine's RoundSpec (JSON). Empty while the round waits in the queue (made
+  // by POST /rounds or the scheduler); the engine adopts it by filling this in.
+  std::string spec_json;
 };
 
 struct NewRound {
@@ -162,6 +166,8 @@ struct ParticipantRecord {
   uint32_t cohort_index = 0;      // 1..n (Shamir x-coordinate); 0 before selection
   std::map<std::string, std::string> stages;  // stage -> status ("ok", "dropped", ...)
   int64_t updated_ms = 0;
+  std::string last_stage;         // the stage row committed last, and its status
+  std::string last_status;
 };
 
 struct StageUpdate {
@@ -209,6 +215,12 @@ struct AuditEntry {
   std::string detail_json = "{}";
 };
 
+// What the signature checks of a device's envelopes need (one indexed lookup).
+struct DeviceIdentity {
+  DeviceStatus status = DeviceStatus::kActive;
+  Bytes identity_public_key;      // SubjectPublicKeyInfo DER
+};
+
 struct StoreOptions {
   Clock* clock = nullptr;         // default RealClock()
   Random* random = nullptr;       // default OsRandom() (tokens, upload secrets, round ids)
@@ -254,6 +266,8 @@ class Store {
   Status TouchDevice(std::string_view id);
   Result<int64_t> CountDevices(std::optional<PresenceState> presence, std::optional<DeviceStatus> status);
   Result<std::vector<std::string>> ListGroups();
+  // Status and identity key only; NotFound for unknown ids. For per-message checks.
+  Result<DeviceIdentity> GetDeviceIdentity(std::string_view id);
 
   // ---- API tokens (stored as SHA-256; plaintext "flt_<id>_<secret>" returned once)
   Result<IssuedToken<ApiTokenRecord>> CreateApiToken(std::string_view name, std::span<const std::string> scopes,
@@ -294,6 +308,31 @@ class Store {
   Result<bool> IsParticipant(std::string_view round_id, std::string_view device_id);
   Result<StageCounts> CountParticipantsByStage(std::string_view round_id);
 
+  // ---- the round engine's journal (StoreRoundJournal, store_round_journal.h)
+  // Records a round the engine starts (state created, `spec_json` set), or adopts a
+  // queued one (state created, empty spec: what POST /rounds and the scheduler insert)
+  // by filling in its spec and group. AlreadyExists for any other existing id. Audited
+  // ("round.create" / "round.adopt") in the same transaction.
+  Status CreateEngineRound(std::string_view id, std::string_view group, std::string_view spec_json,
+                           std::string_view actor);
+  // ONE transaction: compare-and-set of the state `from` -> `to` with `reason` (Aborted
+  // if the round is elsewhere, NotFound if unknown), every participant's cohort index and
+  // stage row, the result when `result_version` is non-null (with the hex sha256 of its
+  // artifact, which must be recorded), and an audit entry. Nothing is written on error.
+  Status JournalTransition(std::string_view id, RoundState from, RoundState to, std::string_view reason,
+                           std::span<const rounds::ParticipantStage> participants, const std::string* result_version,
+                           std::string_view result_sha256_hex, std::string_view actor);
+  // Engine rounds (spec set) not in a terminal state, oldest first.
+  Result<std::vector<RoundRecord>> ListUnfinishedEngineRounds();
+  // Queued rounds (state created, no spec yet), oldest first, at most `limit`.
+  Result<std::vector<RoundRecord>> ListQueuedRounds(int limit = 100);
+  // One device's stage rows in a round, in commit order.
+  Result<std::vector<rounds::ParticipantStage>> ParticipantStageHistory(std::string_view round_id,
+                                                                        std::string_view device_id);
+  // IntegrityCheck() plus the round invariants (docs/coordinator.md "Store"): DataLoss
+  // naming the first violation.
+  Status CheckRoundInvariants();
+
   // ---- uploads (large masked inputs over HTTP, announced by a ClaimCheck)
   // Token for one device's upload in one round: HMAC-SHA256(round upload secret,
   // round || 0 || device), hex. Stateless to verify; useless for any other (round, device).
@@ -307,6 +346,10 @@ class Store {
   // The uploaded bytes (a serialized SealedBox), hash-checked on read: what the round
   // engine's UploadSource::Fetch returns. NotFound if the device uploaded nothing.
   Result<Bytes> ReadUpload(std::string_view round_id, std::string_view device_id, uint64_t max_bytes);
+  // Deletes the uploads of rounds in a terminal state: their rows, and their artifact
+  // rows and files unless something else (a version, another upload) names the same
+  // bytes. Returns how many uploads went. Idempotent; safe to call at any time.
+  Result<int64_t> PurgeFinishedRoundUploads();
 
   // ---- model and adapter registry
   // The artifact must exist (FailedPrecondition); parent/base must exist (NotFound).
@@ -315,6 +358,15 @@ class Store {
   Result<std::vector<VersionRecord>> ListVersions(VersionKind kind, int limit = 100);
   // `id` first, then its parent, grandparent, ... (cycle-safe, at most 10,000 steps).
   Result<std::vector<VersionRecord>> Lineage(VersionKind kind, std::string_view id);
+  // Replaces a version's metrics (JSON object). NotFound for unknown versions.
+  Status SetVersionMetrics(VersionKind kind, std::string_view id, std::string_view metrics_json);
+  // The version new rounds start from (registry_current); "" if never set. Setting it
+  // needs an existing version (NotFound) and is audited.
+  Result<std::string> CurrentVersion(VersionKind kind);
+  Status SetCurrentVersion(VersionKind kind, std::string_view id, std::string_view actor);
+  // True if a model or adapter version names this artifact: what devices may download
+  // without a token (GET /api/v1/artifacts/sha256/{hex}).
+  Result<bool> IsVersionArtifact(std::string_view sha256_hex);
 
   // ---- artifacts (files via artifacts(), rows here)
   // Writes `data` to the artifact store and records it; idempotent.
@@ -343,6 +395,8 @@ class Store {
   Result<DeviceRecord> GetDeviceLocked(std::string_view id);
   Result<RoundRecord> GetRoundLocked(std::string_view id);
   Result<Bytes> UploadSecretLocked(std::string_view round_id);
+  Result<int64_t> NextStageSeqLocked(std::string_view round_id);
+  Result<std::vector<RoundRecord>> ListRoundsWhereLocked(std::string_view where, int limit);
   std::string RandomHex(size_t bytes);
 
   std::filesystem::path data_dir_;

@@ -1,11 +1,12 @@
 // Fleet simulator (ARCHITECTURE.md section 10): N real device agents (flotilla_device) in
 // one process against a real Mosquitto broker (mTLS + per-device ACLs) and a real
-// coordinator round engine (RoundDriver with its SQLite journal, devices enrolled in the
-// coordinator's Store, signatures checked against the Store's keys), all in process.
+// coordinator round engine (RoundDriver journaling into the coordinator's Store through
+// StoreRoundJournal, devices enrolled in the Store, signatures checked against its keys),
+// all in process.
 //
-//   <out_dir>/coordinator.db      the coordinator's Store: devices, rounds, adapter versions, audit
-//   <out_dir>/round_journal.db    the RoundDriver's durable round journal
-//   <out_dir>/adapters/           global adapter vectors (DirectoryAdapterRegistry)
+//   <out_dir>/coordinator.db      the coordinator's Store: devices, rounds and their journal,
+//                                 adapter versions, audit
+//   <out_dir>/artifacts/          content-addressed adapter vectors (StoreAdapterRegistry)
 //   <out_dir>/pki/                fleet CA, coordinator, broker and device certificates
 //   <out_dir>/broker/             mosquitto.conf, acl, mosquitto.log
 //   <out_dir>/devices/<id>/       agent.db and samples.sqlite of each device
