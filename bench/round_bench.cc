@@ -10,10 +10,8 @@
 // child process, so device memory is not counted).
 #include <fcntl.h>
 #include <httplib.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,6 +34,7 @@
 #include "flotilla/protocol/mosquitto_broker.h"
 #include "test_agents.h"
 #include "test_pki.h"
+#include "test_util.h"
 
 namespace {
 
@@ -51,21 +50,6 @@ template <typename T>
 T Must(Result<T> r, const char* what) {
   if (!r.ok()) Die(what, r.status());
   return std::move(r).value();
-}
-
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    std::perror("free port");
-    std::exit(1);
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
 }
 
 pid_t Spawn(const std::string& exe, const std::filesystem::path& config, const std::filesystem::path& log) {
@@ -145,7 +129,7 @@ Figures RunOne(size_t devices, const std::string& flotilla, const std::string& p
   bo.tls = protocol::MosquittoTlsListenerOptions{pki.ca_cert, pki.broker_cert, pki.broker_key, "coordinator"};
   bo.max_queued_messages = 100000;
   auto broker = Must(protocol::MosquittoBroker::Start(bo), "broker");
-  const int port = FreePort();
+  const int port = testsupport::FreeLoopbackPort();
   const uint32_t min_cohort = static_cast<uint32_t>(devices * 9 / 10);
   const json config = {
       {"data_dir", "data"},

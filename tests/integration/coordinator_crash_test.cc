@@ -19,9 +19,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,6 +38,7 @@
 #include "flotilla/protocol/mosquitto_broker.h"
 #include "test_agents.h"
 #include "test_pki.h"
+#include "test_util.h"
 
 #ifndef FLOTILLA_CLI
 #error "FLOTILLA_CLI must name the flotilla executable"
@@ -54,37 +53,9 @@ using SteadyClock = std::chrono::steady_clock;
 constexpr int kDevices = 10;
 constexpr int kTrainable = 64;
 
-template <typename T>
-T Must(Result<T> r) {
-  if (!r.ok()) {
-    ADD_FAILURE() << r.status().ToString();
-    std::abort();
-  }
-  return std::move(r).value();
-}
-
-bool WaitFor(const std::function<bool()>& done, std::chrono::seconds timeout) {
-  const auto deadline = SteadyClock::now() + timeout;
-  while (SteadyClock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
-
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    std::abort();
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+using testsupport::FreeLoopbackPort;
+using testsupport::Must;
+using testsupport::WaitFor;
 
 // `flotilla coordinator run --config FILE` as a child (stdout+stderr to `log`), with
 // FLOTILLA_TEST_CRASH_AFTER=`crash_after` when not empty.
@@ -135,7 +106,7 @@ class CoordinatorCrashTest : public ::testing::TestWithParam<const char*> {
     protocol::MosquittoBrokerOptions bo;
     bo.tls = protocol::MosquittoTlsListenerOptions{pki_->ca_cert, pki_->broker_cert, pki_->broker_key, "coordinator"};
     broker_ = Must(protocol::MosquittoBroker::Start(bo));
-    port_ = FreePort();  // fixed across restarts: adapter and upload URLs name it
+    port_ = FreeLoopbackPort();  // fixed across restarts: adapter and upload URLs name it
     const json config = {
         {"data_dir", "data"},
         {"http", {{"listen", "127.0.0.1"}, {"port", port_}}},

@@ -27,8 +27,8 @@
 #include "flotilla/core/file.h"
 #include "flotilla/protocol/mosquitto_broker.h"
 #include "flotilla/security/hash.h"
-#include "store_test_util.h"
 #include "test_agents.h"
+#include "test_util.h"
 #include "test_pki.h"
 
 namespace flotilla::coordinator {
@@ -42,19 +42,11 @@ constexpr int kTrainable = 96;
 constexpr char kGroup[] = "fleet";
 const std::string kBaseSha(64, 'b');
 
-using testutil::Must;
+using testsupport::Must;
 
 std::string DeviceId(int i) { return testsupport::TestAgents::DeviceId("dev-", i); }
 
-// Polls `done` every 50 ms until it holds or `timeout` passes.
-bool WaitFor(const std::function<bool()>& done, std::chrono::seconds timeout) {
-  const auto deadline = SteadyClock::now() + timeout;
-  while (SteadyClock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
+using testsupport::WaitFor;
 
 class CoordinatorRoundsTest : public ::testing::Test {
  protected:
