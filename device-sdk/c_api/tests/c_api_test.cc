@@ -265,6 +265,8 @@ std::vector<float> NextLogits(flt_model* m, const std::string& prompt) {
   return logits;
 }
 
+#if defined(FLT_EXAMPLE_FINETUNE)
+// Log-softmax of one token (the fine-tuning tests; engine-only builds have no training).
 double LogProb(const std::vector<float>& logits, int32_t token) {
   double mx = logits[0];
   for (float v : logits) mx = std::max(mx, static_cast<double>(v));
@@ -272,6 +274,7 @@ double LogProb(const std::vector<float>& logits, int32_t token) {
   for (float v : logits) sum += std::exp(static_cast<double>(v) - mx);
   return static_cast<double>(logits[static_cast<size_t>(token)]) - mx - std::log(sum);
 }
+#endif
 
 TEST_F(CApiTest, LogitsMatchTheLibraryAndCheckTheirBuffer) {
   flt::ModelPtr m = Load();
