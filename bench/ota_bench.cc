@@ -47,6 +47,7 @@
 #include "flotilla/ota/metadata.h"
 #include "flotilla/ota/repository.h"
 #include "flotilla/protocol/payload.h"
+#include "flotilla/protocol/publish_sink_transport.h"
 #include "flotilla/security/hash.h"
 #include "flotilla/security/identity.h"
 
@@ -129,43 +130,6 @@ std::optional<Bytes> RecvFrame(int fd) {
   if (!ReadAll(fd, b.data(), n)) return std::nullopt;
   return b;
 }
-
-// Hints from the rollout manager become frames "device id" on the pipe.
-class PipeTransport final : public protocol::Transport {
- public:
-  explicit PipeTransport(int fd) : fd_(fd) {}
-  void SetMessageHandler(protocol::MessageHandler) override {}
-  void SetConnectionStateHandler(protocol::ConnectionStateHandler) override {}
-  Status StartConnect() override { return Status::Ok(); }
-  Status WaitConnected(std::chrono::milliseconds) override { return Status::Ok(); }
-  Status Connect() override { return Status::Ok(); }
-  Status Disconnect() override { return Status::Ok(); }
-  Status Publish(std::string_view topic, ByteSpan payload, const protocol::PublishOptions& o) override {
-    FLT_RETURN_IF_ERROR(protocol::ValidatePublish(topic, payload.size(), o, max_payload_size()));
-    FLT_ASSIGN_OR_RETURN(protocol::Topic t, protocol::ParseTopic(topic));
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!SendFrame(fd_, AsBytes(t.device_id))) return UnavailableError("fleet pipe closed");
-    ++published_;
-    return Status::Ok();
-  }
-  Status Subscribe(std::string_view, int) override { return Status::Ok(); }
-  Status Unsubscribe(std::string_view) override { return Status::Ok(); }
-  size_t Poll(std::chrono::milliseconds, size_t) override { return 0; }
-  protocol::ConnectionState state() const override { return protocol::ConnectionState::kConnected; }
-  protocol::TransportStats stats() const override {
-    protocol::TransportStats s;
-    s.published = published_;
-    return s;
-  }
-  size_t max_payload_size() const override { return protocol::kDefaultMaxPayloadBytes; }
-  const std::string& client_id() const override { return id_; }
-
- private:
-  int fd_;
-  std::mutex mu_;
-  uint64_t published_ = 0;  // GUARDED_BY(mu_)
-  std::string id_ = "coordinator";
-};
 
 class PassingHealth final : public ota::HealthChecker {
  public:
@@ -375,7 +339,12 @@ FleetResult RunFleet(const Args& args, const fs::path& artifact, v1::TargetKind 
     Result<std::vector<coordinator::FleetDevice>> ListDevices() override { return d; }
   } view;
   for (const auto& d : fleet) view.d.push_back({d.id, "bench-soc"});
-  PipeTransport hints(down[1]);
+  // Hints from the rollout manager become frames "device id" on the pipe.
+  protocol::PublishSinkTransport hints([&](std::string_view topic, ByteSpan) -> Status {
+    FLT_ASSIGN_OR_RETURN(protocol::Topic t, protocol::ParseTopic(topic));
+    if (!SendFrame(down[1], AsBytes(t.device_id))) return UnavailableError("fleet pipe closed");
+    return Status::Ok();
+  });
   security::EcdsaSigner coordinator_signer(
       "coordinator", std::make_shared<const security::EcdsaPrivateKey>(Must(security::EcdsaPrivateKey::Generate())));
   coordinator::RolloutOptions ro;

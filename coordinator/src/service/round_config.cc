@@ -1,8 +1,11 @@
 #include "round_config.h"
 
+#include "flotilla/coordinator/lora_targets.h"
+
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "flotilla/coordinator/lora_targets.h"
 #include "flotilla/model/adapter_file.h"
 #include "flotilla/model/llama_model.h"
 #include "flotilla/model/lora.h"
@@ -65,19 +68,6 @@ Result<std::string> Str(const json& j, const char* key, std::string fallback) {
   if (it == j.end()) return fallback;
   if (!it->is_string()) return Bad(key, "must be a string");
   return it->get<std::string>();
-}
-
-Result<v1::LoraTarget> TargetOf(model::Projection p) {
-  switch (p) {
-    case model::Projection::kQ: return v1::LORA_TARGET_Q;
-    case model::Projection::kK: return v1::LORA_TARGET_K;
-    case model::Projection::kV: return v1::LORA_TARGET_V;
-    case model::Projection::kO: return v1::LORA_TARGET_O;
-    case model::Projection::kGate: return v1::LORA_TARGET_GATE;
-    case model::Projection::kUp: return v1::LORA_TARGET_UP;
-    case model::Projection::kDown: return v1::LORA_TARGET_DOWN;
-  }
-  return InvalidArgumentError("unknown projection");
 }
 
 constexpr char kDefaultTargets[] = "q,v";
@@ -189,7 +179,7 @@ Result<rounds::RoundSpec> RoundSpecFromConfig(std::string_view config_json, std:
   t.set_rank(static_cast<uint32_t>(lora.rank));
   t.set_alpha(static_cast<float>(lora.alpha));
   for (model::Projection p : lora.targets) {
-    FLT_ASSIGN_OR_RETURN(v1::LoraTarget lora_target, TargetOf(p));
+    FLT_ASSIGN_OR_RETURN(v1::LoraTarget lora_target, LoraTargetOf(p));
     t.add_lora_targets(lora_target);
   }
   t.set_frozen_a_seed(lora.seed);

@@ -10,6 +10,7 @@
 
 #include "fleet_parts.h"
 #include "flotilla/coordinator/device_endpoint.h"
+#include "flotilla/coordinator/lora_targets.h"
 #include "flotilla/coordinator/round_ports.h"
 #include "flotilla/coordinator/store.h"
 #include "flotilla/coordinator/store_adapter_registry.h"
@@ -48,19 +49,6 @@ std::string DeviceId(size_t i) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "sim-%05zu", i);
   return buf;
-}
-
-Result<v1::LoraTarget> TargetOf(model::Projection p) {
-  switch (p) {
-    case model::Projection::kQ: return v1::LORA_TARGET_Q;
-    case model::Projection::kK: return v1::LORA_TARGET_K;
-    case model::Projection::kV: return v1::LORA_TARGET_V;
-    case model::Projection::kO: return v1::LORA_TARGET_O;
-    case model::Projection::kGate: return v1::LORA_TARGET_GATE;
-    case model::Projection::kUp: return v1::LORA_TARGET_UP;
-    case model::Projection::kDown: return v1::LORA_TARGET_DOWN;
-  }
-  return InvalidArgumentError("unknown projection");
 }
 
 Status ValidateOptions(const FleetOptions& o) {
@@ -185,7 +173,7 @@ Status Fleet::Impl::SetUpModel() {
   Result<std::vector<model::Projection>> targets = model::ParseProjections(options.lora_targets);
   if (!targets.ok()) return targets.status();
   for (model::Projection p : *targets) {
-    FLT_ASSIGN_OR_RETURN(v1::LoraTarget t, TargetOf(p));
+    FLT_ASSIGN_OR_RETURN(v1::LoraTarget t, coordinator::LoraTargetOf(p));
     training.add_lora_targets(t);
   }
   training.set_rank(options.lora_rank);

@@ -27,6 +27,7 @@
 #include "flotilla/ota/metadata.h"
 #include "flotilla/ota/repository.h"
 #include "flotilla/ota/repository_layout.h"
+#include "flotilla/protocol/publish_sink_transport.h"
 #include "flotilla/protocol/topics.h"
 #include "flotilla/security/hash.h"
 #include "flotilla/security/identity.h"
@@ -67,42 +68,25 @@ class SimClock final : public Clock {
 
 // The coordinator's hint channel: records who was hinted (devices never trust hints;
 // they re-run the signed check), so the simulator knows whom to wake up.
-class HintInbox final : public protocol::Transport {
+class HintInbox {
  public:
+  HintInbox()
+      : transport_([this](std::string_view topic, ByteSpan) -> Status {
+          FLT_ASSIGN_OR_RETURN(protocol::Topic t, protocol::ParseTopic(topic));
+          std::lock_guard<std::mutex> lock(mu_);
+          hinted_.insert(t.device_id);
+          return Status::Ok();
+        }) {}
   std::set<std::string> Take() {
     std::lock_guard<std::mutex> lock(mu_);
     return std::exchange(hinted_, {});
   }
-  void SetMessageHandler(protocol::MessageHandler) override {}
-  void SetConnectionStateHandler(protocol::ConnectionStateHandler) override {}
-  Status StartConnect() override { return Status::Ok(); }
-  Status WaitConnected(std::chrono::milliseconds) override { return Status::Ok(); }
-  Status Connect() override { return Status::Ok(); }
-  Status Disconnect() override { return Status::Ok(); }
-  Status Publish(std::string_view topic, ByteSpan payload, const protocol::PublishOptions& o) override {
-    FLT_RETURN_IF_ERROR(protocol::ValidatePublish(topic, payload.size(), o, max_payload_size()));
-    FLT_ASSIGN_OR_RETURN(protocol::Topic t, protocol::ParseTopic(topic));
-    std::lock_guard<std::mutex> lock(mu_);
-    hinted_.insert(t.device_id);
-    ++stats_.published;
-    return Status::Ok();
-  }
-  Status Subscribe(std::string_view, int) override { return Status::Ok(); }
-  Status Unsubscribe(std::string_view) override { return Status::Ok(); }
-  size_t Poll(std::chrono::milliseconds, size_t) override { return 0; }
-  protocol::ConnectionState state() const override { return protocol::ConnectionState::kConnected; }
-  protocol::TransportStats stats() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
-  }
-  size_t max_payload_size() const override { return protocol::kDefaultMaxPayloadBytes; }
-  const std::string& client_id() const override { return id_; }
+  protocol::Transport* transport() { return &transport_; }
 
  private:
-  const std::string id_ = "coordinator";
-  mutable std::mutex mu_;
+  std::mutex mu_;
   std::set<std::string> hinted_;  // GUARDED_BY(mu_)
-  protocol::TransportStats stats_;  // GUARDED_BY(mu_)
+  protocol::PublishSinkTransport transport_;
 };
 
 // The engine's health check, simulated: a device chosen to fail fails every try.
@@ -561,7 +545,7 @@ Result<std::unique_ptr<OtaFleet>> OtaFleet::Create(OtaFleetOptions options) {
   coordinator::RolloutDeps rd;
   rd.repository = m.repository.get();
   rd.fleet = &m.fleet;
-  rd.transport = &m.hints;
+  rd.transport = m.hints.transport();
   rd.signer = m.coordinator_signer.get();
   rd.device_keys = &m.device_keys;
   rd.clock = &m.clock;
