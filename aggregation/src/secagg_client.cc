@@ -55,6 +55,18 @@ struct Neighbour {
   ShamirShare b_share, s_share;  // v's secrets, our x
 };
 
+// out[i] = X25519(private_key, peers[i]) with one private-key import for all (AgreeMany);
+// on failure, the first failing peer is named as `what` + its index.
+Status AgreeWithEach(const CryptoSuite& crypto, const X25519Key& private_key, const std::vector<uint32_t>& index,
+                     const std::vector<X25519Key>& peers, std::span<X25519Key> out, const std::string& what) {
+  if (crypto.AgreeMany(private_key, peers, out).ok()) return Status::Ok();
+  for (size_t i = 0; i < peers.size(); ++i) {
+    auto one = crypto.Agree(private_key, peers[i]);
+    if (!one.ok()) return one.status().WithContext(what + std::to_string(index[i]));
+  }
+  return InternalError("x25519: batched agreement failed where single agreements succeed");
+}
+
 }  // namespace
 
 std::string_view ToString(ClientState state) {
@@ -303,15 +315,24 @@ Result<v1::ShareKeys> SecAggClient::HandleNeighbourKeys(const v1::NeighbourKeys&
   v1::ShareKeys out;
   out.set_round_id(s.params.round_id);
   out.set_from(s.self);
+  std::vector<uint32_t> peer_index;
+  std::vector<security::X25519Key> peer_keys;
+  for (const auto& [index, a] : adverts) {
+    peer_index.push_back(index);
+    peer_keys.push_back(internal::KeyFromBytes(a->pk_c()));
+  }
+  std::vector<security::X25519Key> secrets(peer_keys.size());
+  if (Status st = AgreeWithEach(*s.crypto, s.c_key.private_key, peer_index, peer_keys, secrets, "advert of ");
+      !st.ok())
+    return Fail(st);
   size_t i = 1;
   for (const auto& [index, a] : adverts) {
     Neighbour& nb = *s.Find(index);
     nb.state = Peer::kAdvertised;
     nb.pk_c = a->pk_c();
     nb.pk_s = a->pk_s();
-    auto shared = s.crypto->Agree(s.c_key.private_key, internal::KeyFromBytes(nb.pk_c));
-    if (!shared.ok()) return Fail(shared.status().WithContext("advert of " + std::to_string(index)));
-    nb.share_secret = *shared;
+    nb.share_secret = secrets[i - 1];
+    internal::Wipe(secrets[i - 1]);
     auto key = internal::ShareKey(nb.share_secret, s.params.sid, s.self, index);
     if (!key.ok()) return Fail(key.status());
     Bytes plain;
@@ -407,13 +428,25 @@ Result<v1::MaskedInput> SecAggClient::HandleForwardedShares(const v1::ForwardedS
   auto self_seed = internal::SelfMaskSeed(s.params.sid, s.self, s.b);
   if (!self_seed.ok()) return Fail(self_seed.status());
   if (Status st = security::AddPrgMask(prg, *self_seed, 0, false, y); !st.ok()) return Fail(st);
+  std::vector<uint32_t> peer_index;
+  std::vector<security::X25519Key> peer_keys;
+  for (const Neighbour& nb : s.neighbours) {
+    if (nb.state != Peer::kSharedKeys) continue;
+    peer_index.push_back(nb.index);
+    peer_keys.push_back(internal::KeyFromBytes(nb.pk_s));
+  }
+  std::vector<security::X25519Key> secrets(peer_keys.size());
+  if (Status st = AgreeWithEach(*s.crypto, s.s_key.private_key, peer_index, peer_keys, secrets,
+                                "pairwise mask with ");
+      !st.ok())
+    return Fail(st);
+  size_t next_secret = 0;
   for (Neighbour& nb : s.neighbours) {
     if (nb.state != Peer::kSharedKeys) continue;
-    auto shared = s.crypto->Agree(s.s_key.private_key, internal::KeyFromBytes(nb.pk_s));
-    if (!shared.ok()) return Fail(shared.status().WithContext("pairwise mask with " + std::to_string(nb.index)));
-    auto seed = internal::PairwiseMaskSeed(*shared, s.params.sid, s.self, s.s_key.public_key, nb.index,
+    security::X25519Key& shared = secrets[next_secret++];
+    auto seed = internal::PairwiseMaskSeed(shared, s.params.sid, s.self, s.s_key.public_key, nb.index,
                                            AsBytes(nb.pk_s));
-    internal::Wipe(*shared);
+    internal::Wipe(shared);
     if (!seed.ok()) return Fail(seed.status());
     if (Status st = security::AddPrgMask(prg, *seed, 0, /*subtract=*/s.self > nb.index, y); !st.ok()) return Fail(st);
   }

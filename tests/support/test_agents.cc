@@ -22,11 +22,21 @@ Result<std::unique_ptr<TestAgents>> TestAgents::Start(TestPki& pki, const TestAg
   std::unique_ptr<TestAgents> fleet(new TestAgents());
   fleet->pool_ = std::make_unique<device::WorkerPool>(o.worker_threads);
   fleet->blobs_ = std::make_shared<device::HttpBlobClient>(device::HttpBlobClientOptions{});
-  auto coordinator_keys = std::make_shared<security::KeyRing>();
   FLT_ASSIGN_OR_RETURN(std::string coordinator_pem, ReadFileString(o.coordinator_cert));
-  FLT_ASSIGN_OR_RETURN(security::EcdsaPublicKey coordinator_key,
-                       security::EcdsaPublicKey::FromCertificatePem(coordinator_pem));
-  coordinator_keys->Add("coordinator", std::move(coordinator_key));
+  // Every device checks every coordinator message: with fast_crypto that is OpenSSL too
+  // (round_fast_identity_test proves the two verifiers agree).
+  std::shared_ptr<protocol::SignatureVerifier> coordinator_keys;
+  if (o.fast_crypto) {
+    auto ring = std::make_shared<rounds::OpenSslKeyRing>();
+    FLT_RETURN_IF_ERROR(ring->AddCertificatePem("coordinator", coordinator_pem));
+    coordinator_keys = std::move(ring);
+  } else {
+    auto ring = std::make_shared<security::KeyRing>();
+    FLT_ASSIGN_OR_RETURN(security::EcdsaPublicKey coordinator_key,
+                         security::EcdsaPublicKey::FromCertificatePem(coordinator_pem));
+    ring->Add("coordinator", std::move(coordinator_key));
+    coordinator_keys = std::move(ring);
+  }
   for (int i = 0; i < o.devices; ++i) {
     const std::string id = DeviceId(o.id_prefix, i);
     FLT_ASSIGN_OR_RETURN(auto files, pki.IssueClient(id));

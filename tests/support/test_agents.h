@@ -36,7 +36,7 @@ struct TestAgentOptions {
   // 0: every agent on its own thread (DeviceAgent::Start). N: N threads poll all agents
   // round-robin (thousands of agents in one process, as the simulator does).
   int poll_threads = 0;
-  // The coordinator's OpenSSL signer and crypto suite on the devices too (thousands of
+  // The coordinator's OpenSSL signer, verifier and crypto suite on the devices too (thousands of
   // simulated devices on two cores; fast_crypto_test proves the suites bit-identical).
   bool fast_crypto = false;
   // Connects are started in batches of this many, `connect_batch_pause` apart.
