@@ -11,6 +11,8 @@
 #include "flotilla/aggregation/mask_expander.h"
 #include "flotilla/aggregation/masked_vector.h"
 #include "flotilla/core/log.h"
+#include "flotilla/core/spool.h"
+#include "flotilla/security/aead.h"
 #include "secagg_session.h"
 
 namespace flotilla::aggregation {
@@ -47,9 +49,22 @@ struct ClientRecord {
   bool upload_in_flight = false;
   v1::AdvertiseKeys advert;
   Bytes consistency_signature;
-  std::vector<ShamirShare> b_shares;  // of this client's b_u (only ever if in U3)
-  std::vector<ShamirShare> s_shares;  // of this client's mask key (only ever if in U2 \ U3)
+  // Released shares, as record numbers in the unmask spool.
+  std::vector<uint32_t> b_shares;  // of this client's b_u (only ever if in U3)
+  std::vector<uint32_t> s_shares;  // of this client's mask key (only ever if in U2 \ U3)
 };
+
+// A ShareKeys share in the share spool: the sender's index (u32 LE), then the ciphertext.
+constexpr size_t kShareRecordBytes = 4 + internal::kShareCiphertextBytes;
+// A released share in the unmask spool: AES-256-GCM of the encoded share under the
+// round's spool key, the record number as nonce.
+constexpr size_t kUnmaskRecordBytes = internal::kShareBytes + 16;
+
+Bytes RecordNonce(uint32_t record) {
+  Bytes nonce(12, 0);
+  for (int i = 0; i < 4; ++i) nonce[i] = static_cast<uint8_t>(record >> (8 * i));
+  return nonce;
+}
 
 // Runs fn(i) for i in [0, count) on `threads` workers; first error wins.
 Status ParallelFor(size_t count, unsigned threads, const std::function<Status(size_t)>& fn) {
@@ -162,7 +177,11 @@ struct SecAggServer::Impl {
   v1::AbortReason abort_reason = v1::ABORT_REASON_UNSPECIFIED;  // GUARDED_BY(mu)
   std::vector<ClientRecord> clients;                    // GUARDED_BY(mu); [0] unused
   std::set<std::string> seen_keys;                      // GUARDED_BY(mu)
-  std::vector<std::vector<v1::EncryptedShare>> inbox;   // GUARDED_BY(mu); per recipient
+  std::unique_ptr<Spool> share_spool;                   // ShareKeys records (kShareRecordBytes)
+  std::vector<std::vector<uint32_t>> inbox;             // GUARDED_BY(mu); per recipient: share records
+  std::unique_ptr<Spool> unmask_spool;                  // released shares (kUnmaskRecordBytes)
+  uint32_t unmask_records = 0;                          // GUARDED_BY(mu)
+  Bytes unmask_key;                                     // 32 bytes, never leaves memory
   std::vector<uint32_t> sum;                            // GUARDED_BY(mu); the running sum
   Bytes survivors_bitmap;                               // GUARDED_BY(mu); U3
 
@@ -193,6 +212,7 @@ struct SecAggServer::Impl {
         c.s_shares.clear();
       }
       inbox.clear();
+      internal::Wipe(unmask_key);
       FLT_LOG(kWarn, "secagg") << "round " << params.round_id << " aborted: " << status.message();
     }
     return status;
@@ -280,6 +300,10 @@ Result<std::unique_ptr<SecAggServer>> SecAggServer::Open(SecAggServerOptions opt
   if (options.threads == 0) options.threads = std::max(1u, std::thread::hardware_concurrency());
   impl->clients.resize(size_t{params.n} + 1);
   impl->inbox.resize(size_t{params.n} + 1);
+  FLT_ASSIGN_OR_RETURN(impl->share_spool, Spool::Create(options.spool_dir));
+  FLT_ASSIGN_OR_RETURN(impl->unmask_spool, Spool::Create(options.spool_dir));
+  impl->unmask_key.resize(32);
+  (options.random != nullptr ? *options.random : OsRandom()).Fill(impl->unmask_key);
   impl->options = std::move(options);
   impl->params = std::move(params);
   return std::unique_ptr<SecAggServer>(new SecAggServer(std::move(impl)));
@@ -331,25 +355,32 @@ Status SecAggServer::HandleAdvertiseKeys(const v1::AdvertiseKeys& msg) {
   return Status::Ok();
 }
 
-Result<std::vector<Outgoing<v1::NeighbourKeys>>> SecAggServer::CloseAdvertiseKeys() {
+Result<std::vector<uint32_t>> SecAggServer::CloseAdvertiseKeys() {
   Impl& s = *impl_;
   std::lock_guard<std::mutex> lock(s.mu);
   FLT_RETURN_IF_ERROR(s.Advance(ServerEvent::kCloseAdvertiseKeys));
   auto in_u1 = [](const ClientRecord& c) { return c.advertised; };
   FLT_RETURN_IF_ERROR(s.CheckLiveNeighbours(in_u1, in_u1, "advertise keys"));
-  std::vector<Outgoing<v1::NeighbourKeys>> out;
+  std::vector<uint32_t> out;
   for (uint32_t u = 1; u <= s.n(); ++u) {
-    if (!s.clients[u].advertised) continue;
-    Outgoing<v1::NeighbourKeys> o;
-    o.to = u;
-    o.message.set_round_id(s.params.round_id);
-    for (uint32_t v : s.params.graph->Neighbours(u)) {
-      if (s.clients[v].advertised) *o.message.add_adverts() = s.clients[v].advert;
-    }
-    out.push_back(std::move(o));
+    if (s.clients[u].advertised) out.push_back(u);
   }
   s.seen_keys.clear();
   return out;
+}
+
+Result<v1::NeighbourKeys> SecAggServer::NeighbourKeysFor(uint32_t u) const {
+  const Impl& s = *impl_;
+  FLT_RETURN_IF_ERROR(s.CheckIndex(u, "neighbour keys"));
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.state != ServerState::kCollectingShares) return FailedPreconditionError("neighbour keys: share stage is not open");
+  if (!s.clients[u].advertised) return FailedPreconditionError("neighbour keys: " + std::to_string(u) + " is not in U1");
+  v1::NeighbourKeys msg;
+  msg.set_round_id(s.params.round_id);
+  for (uint32_t v : s.params.graph->Neighbours(u)) {
+    if (s.clients[v].advertised) *msg.add_adverts() = s.clients[v].advert;
+  }
+  return msg;
 }
 
 Status SecAggServer::HandleShareKeys(const v1::ShareKeys& msg) {
@@ -385,31 +416,58 @@ Status SecAggServer::HandleShareKeys(const v1::ShareKeys& msg) {
                                   " bytes");
     }
   }
-  for (const v1::EncryptedShare& e : msg.shares()) s.inbox[e.to()].push_back(e);
+  // One spool write for all of this sender's shares; the recipients keep record numbers.
+  Bytes block;
+  block.reserve(kShareRecordBytes * static_cast<size_t>(msg.shares_size()));
+  for (const v1::EncryptedShare& e : msg.shares()) {
+    for (int k = 0; k < 4; ++k) block.push_back(static_cast<uint8_t>(msg.from() >> (8 * k)));
+    block.insert(block.end(), e.ciphertext().begin(), e.ciphertext().end());
+  }
+  FLT_ASSIGN_OR_RETURN(const uint64_t at, s.share_spool->Append(block));
+  if ((at + block.size()) / kShareRecordBytes > UINT32_MAX) return ResourceExhaustedError(where + ": share spool full");
+  auto record = static_cast<uint32_t>(at / kShareRecordBytes);
+  for (const v1::EncryptedShare& e : msg.shares()) s.inbox[e.to()].push_back(record++);
   c.shared = true;
   return Status::Ok();
 }
 
-Result<std::vector<Outgoing<v1::ForwardedShares>>> SecAggServer::CloseShareKeys() {
+Result<std::vector<uint32_t>> SecAggServer::CloseShareKeys() {
   Impl& s = *impl_;
   std::lock_guard<std::mutex> lock(s.mu);
   FLT_RETURN_IF_ERROR(s.Advance(ServerEvent::kCloseShareKeys));
   auto in_u2 = [](const ClientRecord& c) { return c.shared; };
   FLT_RETURN_IF_ERROR(s.CheckLiveNeighbours(in_u2, in_u2, "share keys"));
-  std::vector<Outgoing<v1::ForwardedShares>> out;
+  std::vector<uint32_t> out;
   for (uint32_t v = 1; v <= s.n(); ++v) {
-    if (!s.clients[v].shared) continue;
-    Outgoing<v1::ForwardedShares> o;
-    o.to = v;
-    o.message.set_round_id(s.params.round_id);
-    o.message.set_to(v);
-    for (v1::EncryptedShare& e : s.inbox[v]) *o.message.add_shares() = std::move(e);
-    out.push_back(std::move(o));
+    if (s.clients[v].shared) out.push_back(v);
   }
-  s.inbox.clear();
-  s.inbox.shrink_to_fit();
   s.sum.assign(s.options.vector_length, 0);
   return out;
+}
+
+Result<v1::ForwardedShares> SecAggServer::ForwardedSharesFor(uint32_t v) const {
+  const Impl& s = *impl_;
+  FLT_RETURN_IF_ERROR(s.CheckIndex(v, "forwarded shares"));
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.state != ServerState::kCollectingMaskedInputs) {
+    return FailedPreconditionError("forwarded shares: masked-input stage is not open");
+  }
+  if (!s.clients[v].shared) return FailedPreconditionError("forwarded shares: " + std::to_string(v) + " is not in U2");
+  v1::ForwardedShares msg;
+  msg.set_round_id(s.params.round_id);
+  msg.set_to(v);
+  Bytes record(kShareRecordBytes);
+  for (uint32_t r : s.inbox[v]) {
+    FLT_RETURN_IF_ERROR(s.share_spool->ReadInto(uint64_t{r} * kShareRecordBytes, record));
+    uint32_t from = 0;
+    for (int k = 0; k < 4; ++k) from |= uint32_t{record[k]} << (8 * k);
+    if (!s.clients[from].shared) continue;  // cannot happen: only U2 members' shares are kept
+    v1::EncryptedShare* e = msg.add_shares();
+    e->set_from(from);
+    e->set_to(v);
+    e->set_ciphertext(record.data() + 4, record.size() - 4);
+  }
+  return msg;
 }
 
 Status SecAggServer::HandleMaskedInput(const v1::MaskedInput& msg) {
@@ -473,6 +531,8 @@ Result<MaskedInputClosed> SecAggServer::CloseMaskedInput() {
   }
   s.survivors_bitmap = internal::EncodeBitmap(members);
   if (s.hardened()) {
+    s.inbox.clear();
+    s.inbox.shrink_to_fit();
     v1::ConsistencyCheckRequest req;
     req.set_round_id(s.params.round_id);
     req.set_n(s.n());
@@ -480,10 +540,9 @@ Result<MaskedInputClosed> SecAggServer::CloseMaskedInput() {
     out.consistency = std::move(req);
     return out;
   }
-  for (uint32_t u : out.recipients) {
-    s.clients[u].unmask_requested = true;
-    out.unmask.push_back({u, s.BuildUnmaskRequest(u)});
-  }
+  for (uint32_t u : out.recipients) s.clients[u].unmask_requested = true;
+  s.inbox.clear();  // the shares in flight are delivered (or never will be)
+  s.inbox.shrink_to_fit();
   return out;
 }
 
@@ -515,20 +574,31 @@ Status SecAggServer::HandleConsistencyCheckResponse(const v1::ConsistencyCheckRe
   return Status::Ok();
 }
 
-Result<std::vector<Outgoing<v1::UnmaskRequest>>> SecAggServer::CloseConsistencyCheck() {
+Result<std::vector<uint32_t>> SecAggServer::CloseConsistencyCheck() {
   Impl& s = *impl_;
   std::lock_guard<std::mutex> lock(s.mu);
   FLT_RETURN_IF_ERROR(s.Advance(ServerEvent::kCloseConsistency));
   // Shares come only from clients that signed, so they are the live set from here on.
   FLT_RETURN_IF_ERROR(s.CheckLiveNeighbours([](const ClientRecord& c) { return c.shared; },
                                             [](const ClientRecord& c) { return c.signed_check; }, "consistency"));
-  std::vector<Outgoing<v1::UnmaskRequest>> out;
+  std::vector<uint32_t> out;
   for (uint32_t u = 1; u <= s.n(); ++u) {
     if (!s.clients[u].signed_check) continue;
     s.clients[u].unmask_requested = true;
-    out.push_back({u, s.BuildUnmaskRequest(u)});
+    out.push_back(u);
   }
   return out;
+}
+
+Result<v1::UnmaskRequest> SecAggServer::UnmaskRequestFor(uint32_t u) const {
+  const Impl& s = *impl_;
+  FLT_RETURN_IF_ERROR(s.CheckIndex(u, "unmask request"));
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.state != ServerState::kCollectingUnmask) return FailedPreconditionError("unmask request: unmask stage is not open");
+  if (!s.clients[u].unmask_requested) {
+    return FailedPreconditionError("unmask request: " + std::to_string(u) + " is not asked to unmask");
+  }
+  return s.BuildUnmaskRequest(u);
 }
 
 Status SecAggServer::HandleUnmaskResponse(const v1::UnmaskResponse& msg) {
@@ -564,8 +634,28 @@ Status SecAggServer::HandleUnmaskResponse(const v1::UnmaskResponse& msg) {
   };
   for (const auto& r : msg.self_mask_shares()) FLT_RETURN_IF_ERROR(take(r, true));
   for (const auto& r : msg.mask_key_shares()) FLT_RETURN_IF_ERROR(take(r, false));
-  for (auto& [o, sh] : b_shares) s.clients[o].b_shares.push_back(std::move(sh));
-  for (auto& [o, sh] : s_shares) s.clients[o].s_shares.push_back(std::move(sh));
+  // Sealed into the unmask spool (one write for the whole response), record numbers kept.
+  const size_t count = b_shares.size() + s_shares.size();
+  if (size_t{s.unmask_records} + count > UINT32_MAX) return ResourceExhaustedError(where + ": unmask spool full");
+  Bytes block;
+  block.reserve(count * kUnmaskRecordBytes);
+  uint32_t record = s.unmask_records;
+  for (auto* list : {&b_shares, &s_shares}) {
+    for (auto& [o, sh] : *list) {
+      Bytes plain = internal::EncodeShare(sh);
+      auto sealed = security::AesGcmSeal(s.unmask_key, RecordNonce(record++), plain, {});
+      internal::Wipe(plain);
+      if (!sealed.ok()) return sealed.status().WithContext(where);
+      block.insert(block.end(), sealed->begin(), sealed->end());
+    }
+  }
+  FLT_ASSIGN_OR_RETURN(const uint64_t at, s.unmask_spool->Append(block));
+  if (at != uint64_t{s.unmask_records} * kUnmaskRecordBytes) return InternalError(where + ": unmask spool out of step");
+  for (auto* list : {&b_shares, &s_shares}) {
+    for (auto& [o, sh] : *list) {
+      (list == &b_shares ? s.clients[o].b_shares : s.clients[o].s_shares).push_back(s.unmask_records++);
+    }
+  }
   c.responded = true;
   return Status::Ok();
 }
@@ -593,13 +683,30 @@ Result<AggregateOutput> SecAggServer::Finish() {
                   std::move(st));
   };
   // One extra share beyond t (when there is one) exposes a single corrupted share.
-  auto reconstruct = [&](std::vector<ShamirShare>& shares, uint32_t owner, const char* what) -> Result<Bytes> {
-    if (shares.size() < t) {
-      return FailedPreconditionError("finish: " + std::to_string(shares.size()) + " " + what + " shares of " +
+  auto reconstruct = [&](const std::vector<uint32_t>& records, uint32_t owner, const char* what) -> Result<Bytes> {
+    if (records.size() < t) {
+      return FailedPreconditionError("finish: " + std::to_string(records.size()) + " " + what + " shares of " +
                                      std::to_string(owner) + ", fewer than t=" + std::to_string(t));
     }
-    const size_t use = std::min<size_t>(shares.size(), size_t{t} + 1);
-    auto secret = security::ShamirReconstruct(std::span(shares).first(use), t, internal::kSecretSize);
+    const size_t use = std::min<size_t>(records.size(), size_t{t} + 1);
+    std::vector<ShamirShare> shares;
+    shares.reserve(use);
+    Bytes sealed(kUnmaskRecordBytes);
+    for (size_t j = 0; j < use; ++j) {
+      FLT_RETURN_IF_ERROR(s.unmask_spool->ReadInto(uint64_t{records[j]} * kUnmaskRecordBytes, sealed));
+      auto plain = security::AesGcmOpen(s.unmask_key, RecordNonce(records[j]), sealed, {});
+      if (!plain.ok()) return DataLossError("finish: unmask spool record unreadable: " + plain.status().message());
+      uint64_t x = 0;  // the holder's index, checked when the share was released
+      for (int k = 0; k < 8; ++k) x |= uint64_t{(*plain)[k]} << (8 * k);
+      auto share = internal::DecodeShare(*plain, x);
+      internal::Wipe(*plain);
+      if (!share.ok()) return share.status();
+      shares.push_back(std::move(*share));
+    }
+    auto secret = security::ShamirReconstruct(shares, t, internal::kSecretSize);
+    for (ShamirShare& sh : shares) {
+      internal::Wipe(std::span<uint8_t>(reinterpret_cast<uint8_t*>(sh.y.data()), sh.y.size() * sizeof(uint64_t)));
+    }
     if (!secret.ok()) return DataLossError("finish: " + std::string(what) + " of " + std::to_string(owner) +
                                            ": inconsistent shares: " + secret.status().message());
     return secret;

@@ -2,6 +2,8 @@
 // (reference section 8, tests 1-4, 10, 11, 13).
 #include <gtest/gtest.h>
 
+#include <optional>
+
 #include <cmath>
 #include <set>
 
@@ -408,6 +410,52 @@ TEST(SecAggTest, LateMaskedInputAfterCloseIsRejected) {
   EXPECT_EQ(late.code(), StatusCode::kFailedPrecondition) << late.ToString();
   EXPECT_NE(late.message().find("late"), std::string::npos);
   EXPECT_EQ(out->sum, sim->ExpectedSum({1, 2, 4, 5, 6}));
+}
+
+TEST(SecAggTest, StageMessagesAreBuiltOnlyInTheirStageForTheirRecipients) {
+  SimulationOptions o;
+  o.n = 6;
+  o.profile = v1::SEC_AGG_PROFILE_CURIOUS;
+  o.drops[3] = DropAt::kMaskedInput;  // in U2, not in U3
+  o.drops[5] = DropAt::kShareKeys;    // in U1, not in U2
+  auto sim = SecAggSimulation::Create(o).value();
+  SimulationHooks hooks;
+  Status early_forward, wrong_stage_keys, not_in_u2, early_unmask;
+  size_t forwarded_to_2 = 0;
+  hooks.forwarded_shares = [&](uint32_t to, v1::ForwardedShares& msg) {
+    if (to != 2) return;
+    forwarded_to_2 = static_cast<size_t>(msg.shares_size());
+    for (const auto& e : msg.shares()) EXPECT_EQ(e.to(), 2u);
+    wrong_stage_keys = sim->server().NeighbourKeysFor(2).status();
+    not_in_u2 = sim->server().ForwardedSharesFor(5).status();
+    early_unmask = sim->server().UnmaskRequestFor(2).status();
+  };
+  hooks.neighbour_keys = [&](uint32_t to, v1::NeighbourKeys&) {
+    if (to == 1) early_forward = sim->server().ForwardedSharesFor(1).status();
+  };
+  Status after_close_forward, dropped_unmask;
+  std::optional<v1::UnmaskRequest> unmask_1;
+  hooks.after_masked_input_closed = [&] {
+    after_close_forward = sim->server().ForwardedSharesFor(1).status();
+    dropped_unmask = sim->server().UnmaskRequestFor(3).status();
+    auto r = sim->server().UnmaskRequestFor(1);
+    if (r.ok()) unmask_1 = *r;
+  };
+  auto out = sim->Run(hooks);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(out->sum, sim->ExpectedSum({1, 2, 4, 6}));
+  EXPECT_EQ(early_forward.code(), StatusCode::kFailedPrecondition) << early_forward.ToString();
+  EXPECT_EQ(wrong_stage_keys.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(not_in_u2.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(early_unmask.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(after_close_forward.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(dropped_unmask.code(), StatusCode::kFailedPrecondition) << dropped_unmask.ToString();
+  // Complete graph of 6: client 2 gets a share from each other member of U2 (1, 3, 4, 6).
+  EXPECT_EQ(forwarded_to_2, 4u);
+  ASSERT_TRUE(unmask_1.has_value());
+  EXPECT_EQ(unmask_1->dead_size(), 1);  // 3 shared keys but sent no masked input
+  EXPECT_EQ(unmask_1->dead(0), 3u);
+  EXPECT_EQ(sim->server().NeighbourKeysFor(0).status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

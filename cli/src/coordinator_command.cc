@@ -10,6 +10,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <memory>
 #include <string>
@@ -19,6 +20,10 @@
 #include "flotilla/coordinator/config.h"
 #include "flotilla/coordinator/coordinator.h"
 #include "flotilla/coordinator/store.h"
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace flotilla::cli {
 namespace {
@@ -75,7 +80,18 @@ std::string Join(const std::vector<std::string>& v) {
   return out.empty() ? "-" : out;
 }
 
+// glibc gives each thread that allocates its own arena (up to 8 x cores). Here messages
+// are allocated on the MQTT and HTTP threads and freed on the owner thread, which leaves
+// every arena holding freed memory it will not give to another: measured 66 vs 47 MiB
+// peak for a 3,000-device round (docs/design-notes.md). MALLOC_ARENA_MAX still wins.
+void LimitMallocArenas() {
+#if defined(__GLIBC__)
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
+#endif
+}
+
 int Run(const CoordOptions& o) {
+  LimitMallocArenas();
   auto cfg = coordinator::LoadCoordinatorConfig(o.config);
   if (!cfg.ok()) return Fail(cfg.status());
   auto c = coordinator::Coordinator::Start(*cfg);

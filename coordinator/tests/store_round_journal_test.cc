@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <filesystem>
 
 #include "flotilla/coordinator/store_adapter_registry.h"
@@ -162,7 +164,7 @@ TEST_F(StoreRoundJournalTest, AggregatedRoundsNeedAnAdapterVersionOfTheRegistry)
     ASSERT_TRUE(journal_.Transition("r1", from, to, "", {}).ok());
   }
   const std::vector<float> next = {1, 2, 3, 4};
-  const rounds::GlobalAdapter a = Must(registry->Put("r1", "", next));
+  const rounds::GlobalAdapter a = Must(registry->Put("r1", "", next, {}));
   ASSERT_TRUE(journal_.Transition("r1", RoundState::kUnmask, RoundState::kAggregated, "", {}, &a.version, &a.sha256).ok());
   const JournalRound j = Must(journal_.Get("r1"));
   EXPECT_EQ(j.adapter_version, "adapter-r1");
@@ -181,8 +183,15 @@ TEST_F(StoreRoundJournalTest, AdapterRegistryKeepsLineageAndContentAddressedUrls
   EXPECT_EQ(initial.values, std::vector<float>(3, 0.0f));
 
   const std::vector<float> v1 = {0.5f, -1, 2};
-  const rounds::GlobalAdapter a1 = Must(registry->Put("r1", "", v1));
+  const rounds::GlobalAdapter a1 = Must(registry->Put("r1", "", v1, {10, 8, 120.0, 5000, 0.25}));
   EXPECT_EQ(Must(registry->Current()).version, "");  // not current until SetCurrent
+  const auto stored = nlohmann::json::parse(Must(store_->GetVersion(VersionKind::kAdapter, a1.version)).metrics_json);
+  EXPECT_EQ(stored["length"], 3);
+  EXPECT_EQ(stored["cohort"], 10);
+  EXPECT_EQ(stored["survivors"], 8);
+  EXPECT_EQ(stored["examples"], 120.0);
+  EXPECT_EQ(stored["duration_ms"], 5000);
+  EXPECT_EQ(stored["l2_norm_delta"], 0.25);
   ASSERT_TRUE(registry->SetCurrent(a1.version).ok());
   const rounds::GlobalAdapter cur = Must(registry->Current());
   EXPECT_EQ(cur.version, "adapter-r1");
@@ -193,8 +202,8 @@ TEST_F(StoreRoundJournalTest, AdapterRegistryKeepsLineageAndContentAddressedUrls
   EXPECT_EQ(ToHex(security::Sha256(Must(registry->ReadUrl(cur.url)))), hex);
 
   const std::vector<float> v2 = {1, 1, 1};
-  const rounds::GlobalAdapter a2 = Must(registry->Put("r2", a1.version, v2));
-  EXPECT_EQ(Must(registry->Put("r2", a1.version, v1)).sha256, a2.sha256);  // idempotent per round
+  const rounds::GlobalAdapter a2 = Must(registry->Put("r2", a1.version, v2, {}));
+  EXPECT_EQ(Must(registry->Put("r2", a1.version, v1, {})).sha256, a2.sha256);  // idempotent per round
   const auto lineage = Must(store_->Lineage(VersionKind::kAdapter, a2.version));
   ASSERT_EQ(lineage.size(), 2u);
   EXPECT_EQ(lineage[1].id, "adapter-r1");

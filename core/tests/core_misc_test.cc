@@ -10,11 +10,52 @@
 #include "flotilla/core/file.h"
 #include "flotilla/core/log.h"
 #include "flotilla/core/random.h"
+#include "flotilla/core/spool.h"
 #include "flotilla/core/testing/fake_clock.h"
 #include "flotilla/core/testing/seeded_random.h"
 
 namespace flotilla {
 namespace {
+
+TEST(SpoolTest, ReadsBackWhatWasAppendedAndLeavesNoFile) {
+  auto dir = TempDir::Create("spool");
+  ASSERT_TRUE(dir.ok());
+  auto spool = Spool::Create(dir->path());
+  ASSERT_TRUE(spool.ok()) << spool.status().ToString();
+  EXPECT_TRUE(std::filesystem::is_empty(dir->path()));  // anonymous: nothing to clean up
+  const Bytes a = {1, 2, 3}, b(100000, 0xab);
+  auto at_a = (*spool)->Append(a);
+  auto at_b = (*spool)->Append(b);
+  ASSERT_TRUE(at_a.ok() && at_b.ok());
+  EXPECT_EQ(*at_a, 0u);
+  EXPECT_EQ(*at_b, 3u);
+  EXPECT_EQ((*spool)->size(), 100003u);
+  EXPECT_EQ((*spool)->Read(*at_a, 3).value(), a);
+  EXPECT_EQ((*spool)->Read(*at_b, b.size()).value(), b);
+  EXPECT_EQ((*spool)->Read(2, 2).value(), (Bytes{3, 0xab}));
+  EXPECT_EQ((*spool)->Read(100000, 4).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ((*spool)->Read(200000, 0).status().code(), StatusCode::kOutOfRange);
+}
+
+TEST(SpoolTest, ConcurrentAppendsNeverOverlap) {
+  auto spool = Spool::Create();
+  ASSERT_TRUE(spool.ok());
+  std::vector<std::vector<std::pair<uint64_t, uint8_t>>> got(4);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        const auto tag = static_cast<uint8_t>(t * 50 + i % 50);
+        got[t].emplace_back((*spool)->Append(Bytes(37, tag)).value(), tag);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (const auto& records : got) {
+    for (const auto& [offset, tag] : records) EXPECT_EQ((*spool)->Read(offset, 37).value(), Bytes(37, tag));
+  }
+  EXPECT_EQ((*spool)->size(), 4u * 200 * 37);
+}
 
 TEST(HexTest, RoundTripsAndRejectsGarbage) {
   Bytes b = {0x00, 0x7f, 0xab, 0xff};

@@ -188,6 +188,13 @@ TEST_F(CoordinatorRoundsTest, RestScheduledTooSmallAndCancelledRoundsOverRealMqt
   const VersionRecord va = Must(coordinator_->store().GetVersion(VersionKind::kAdapter, ra.result_version));
   EXPECT_EQ(va.round_id, a);
   EXPECT_EQ(va.size, static_cast<uint64_t>(kTrainable) * 4);
+  // Stored with the round's aggregate metrics.
+  const json vm = json::parse(va.metrics_json);
+  EXPECT_EQ(vm["cohort"], kDevices);
+  EXPECT_EQ(vm["survivors"], kDevices);
+  EXPECT_GT(vm["examples"].get<double>(), 0.0);
+  EXPECT_GT(vm["l2_norm_delta"].get<double>(), 0.0);
+  EXPECT_GT(vm["duration_ms"].get<int64_t>(), 0);
   ASSERT_TRUE(WaitFor([&] {
     for (const auto& ag : agents()) {
       const device::AgentStatus st = ag->status();

@@ -174,38 +174,40 @@ Result<AggregateOutput> SecAggSimulation::Run(const SimulationHooks& hooks) {
     if (Drops(u, DropAt::kAdvertise)) continue;
     server.HandleAdvertiseKeys(OverTheWire(*ad, "advertise_keys", u, hooks)).IgnoreError();
   }
-  FLT_ASSIGN_OR_RETURN(auto neighbour_keys, server.CloseAdvertiseKeys());
+  FLT_ASSIGN_OR_RETURN(std::vector<uint32_t> u1, server.CloseAdvertiseKeys());
   // Stage 2.
-  for (auto& o : neighbour_keys) {
-    v1::NeighbourKeys msg = OverTheWire(o.message, "neighbour_keys", o.to, hooks);
-    if (hooks.neighbour_keys) hooks.neighbour_keys(o.to, msg);
-    auto sk = timed(o.to, [&] { return clients_[o.to]->HandleNeighbourKeys(msg); });
+  for (uint32_t to : u1) {
+    FLT_ASSIGN_OR_RETURN(v1::NeighbourKeys built, server.NeighbourKeysFor(to));
+    v1::NeighbourKeys msg = OverTheWire(built, "neighbour_keys", to, hooks);
+    if (hooks.neighbour_keys) hooks.neighbour_keys(to, msg);
+    auto sk = timed(to, [&] { return clients_[to]->HandleNeighbourKeys(msg); });
     if (!sk.ok()) {
-      RecordClientError(o.to, sk.status());
+      RecordClientError(to, sk.status());
       continue;
     }
-    if (Drops(o.to, DropAt::kShareKeys)) continue;
-    server.HandleShareKeys(OverTheWire(*sk, "share_keys", o.to, hooks)).IgnoreError();
+    if (Drops(to, DropAt::kShareKeys)) continue;
+    server.HandleShareKeys(OverTheWire(*sk, "share_keys", to, hooks)).IgnoreError();
   }
-  FLT_ASSIGN_OR_RETURN(auto forwarded, server.CloseShareKeys());
+  FLT_ASSIGN_OR_RETURN(std::vector<uint32_t> u2, server.CloseShareKeys());
   // Stage 3.
-  for (auto& o : forwarded) {
-    v1::ForwardedShares msg = OverTheWire(o.message, "forwarded_shares", o.to, hooks);
-    if (hooks.forwarded_shares) hooks.forwarded_shares(o.to, msg);
-    auto mi = timed(o.to, [&] { return clients_[o.to]->HandleForwardedShares(msg, inputs_[o.to]); });
+  for (uint32_t to : u2) {
+    FLT_ASSIGN_OR_RETURN(v1::ForwardedShares built, server.ForwardedSharesFor(to));
+    v1::ForwardedShares msg = OverTheWire(built, "forwarded_shares", to, hooks);
+    if (hooks.forwarded_shares) hooks.forwarded_shares(to, msg);
+    auto mi = timed(to, [&] { return clients_[to]->HandleForwardedShares(msg, inputs_[to]); });
     if (!mi.ok()) {
-      RecordClientError(o.to, mi.status());
+      RecordClientError(to, mi.status());
       continue;
     }
-    if (Drops(o.to, DropAt::kMaskedInput)) {
-      withheld_[o.to] = std::move(*mi);
+    if (Drops(to, DropAt::kMaskedInput)) {
+      withheld_[to] = std::move(*mi);
       continue;
     }
-    server.HandleMaskedInput(OverTheWire(*mi, "masked_input", o.to, hooks)).IgnoreError();
+    server.HandleMaskedInput(OverTheWire(*mi, "masked_input", to, hooks)).IgnoreError();
   }
   FLT_ASSIGN_OR_RETURN(MaskedInputClosed closed, server.CloseMaskedInput());
   if (hooks.after_masked_input_closed) hooks.after_masked_input_closed();
-  std::vector<Outgoing<v1::UnmaskRequest>> unmask = std::move(closed.unmask);
+  std::vector<uint32_t> unmask = closed.consistency ? std::vector<uint32_t>{} : closed.recipients;
   // Stage 4 (hardened).
   if (closed.consistency) {
     for (uint32_t u : closed.recipients) {
@@ -223,16 +225,17 @@ Result<AggregateOutput> SecAggSimulation::Run(const SimulationHooks& hooks) {
     FLT_ASSIGN_OR_RETURN(unmask, server.CloseConsistencyCheck());
   }
   // Stage 5.
-  for (auto& o : unmask) {
-    v1::UnmaskRequest msg = OverTheWire(o.message, "unmask_request", o.to, hooks);
-    if (hooks.unmask) hooks.unmask(o.to, msg);
-    auto resp = timed(o.to, [&] { return clients_[o.to]->HandleUnmaskRequest(msg); });
+  for (uint32_t to : unmask) {
+    FLT_ASSIGN_OR_RETURN(v1::UnmaskRequest built, server.UnmaskRequestFor(to));
+    v1::UnmaskRequest msg = OverTheWire(built, "unmask_request", to, hooks);
+    if (hooks.unmask) hooks.unmask(to, msg);
+    auto resp = timed(to, [&] { return clients_[to]->HandleUnmaskRequest(msg); });
     if (!resp.ok()) {
-      RecordClientError(o.to, resp.status());
+      RecordClientError(to, resp.status());
       continue;
     }
-    if (Drops(o.to, DropAt::kUnmask)) continue;
-    server.HandleUnmaskResponse(OverTheWire(*resp, "unmask_response", o.to, hooks)).IgnoreError();
+    if (Drops(to, DropAt::kUnmask)) continue;
+    server.HandleUnmaskResponse(OverTheWire(*resp, "unmask_response", to, hooks)).IgnoreError();
     TrackHeldShares();
   }
   return server.Finish();

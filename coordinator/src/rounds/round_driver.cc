@@ -1,14 +1,17 @@
 #include "flotilla/coordinator/round_driver.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 
 #include "flotilla/aggregation/fixed_point.h"
 #include "flotilla/aggregation/secagg_server.h"
 #include "flotilla/core/check.h"
 #include "flotilla/core/log.h"
+#include "flotilla/core/spool.h"
 #include "flotilla/protocol/envelope.h"
 #include "flotilla/protocol/payload.h"
 #include "flotilla/protocol/replay_window.h"
@@ -25,6 +28,10 @@ using protocol::Topic;
 namespace {
 
 constexpr std::string_view kLog = "rounds";
+
+// Publishes in flight (no PUBACK yet) before Publish waits: the client library holds each
+// until acknowledged, and a stage sends thousands in one loop.
+constexpr size_t kSendWindow = 64;
 
 // Stage names in the journal's participant rows.
 std::string_view StageName(RoundState s) {
@@ -89,8 +96,15 @@ struct ActiveRound {
   int retransmits = 0;
   uint32_t expected_count = 0;
   uint32_t settled_count = 0;     // answered + declined + gone among expected
-  // The current stage's messages, re-sent after a reconnect to whoever has not answered.
-  std::map<uint32_t, std::pair<std::string, Bytes>> stage_out;
+  // The current stage's sealed messages, re-sent (byte for byte: receivers drop exact
+  // duplicates) to whoever has not answered. The bytes live in a spool file, one per stage.
+  struct SentMessage {
+    std::string topic;
+    uint64_t offset = 0;
+    size_t size = 0;
+  };
+  std::map<uint32_t, SentMessage> stage_out;
+  std::unique_ptr<Spool> stage_spool;
   std::vector<uint32_t> survivors;  // U3
 };
 
@@ -111,6 +125,8 @@ struct RoundDriver::Impl {
   template <typename Msg>
   Status SendTo(const std::string& device_id, const Msg& msg, int64_t expiry_ms, uint32_t remember_index = 0);
   Status Publish(const std::string& topic, const Bytes& wire, int64_t expiry_ms);
+  // Publishes the kept stage message of cohort index i again.
+  void PublishKept(uint32_t index, const ActiveRound::SentMessage& sent);
   void UpdateStatus(const std::function<void(RoundStatus&)>& fn);
   void SyncStatus();
 
@@ -190,6 +206,14 @@ Result<std::pair<std::string, Bytes>> RoundDriver::Impl::SealFor(const std::stri
 }
 
 Status RoundDriver::Impl::Publish(const std::string& topic, const Bytes& wire, int64_t expiry_ms) {
+  // Bounded wait (real time: the broker is real even under a fake clock), and none while
+  // disconnected (publishes then queue for the reconnect and nothing completes).
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (options.transport->publishes_in_flight() > kSendWindow &&
+         options.transport->state() == protocol::ConnectionState::kConnected &&
+         std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::microseconds(250));
+  }
   protocol::PublishOptions po;
   po.qos = 1;
   const int64_t left_s = (expiry_ms - clock.NowUnixMillis()) / 1000 + 1;
@@ -208,7 +232,14 @@ Status RoundDriver::Impl::SendTo(const std::string& device_id, const Msg& msg, i
                                  uint32_t remember_index) {
   FLT_ASSIGN_OR_RETURN(auto sealed, SealFor(device_id, msg));
   Status s = Publish(sealed.first, sealed.second, expiry_ms);
-  if (remember_index != 0 && round) round->stage_out[remember_index] = std::move(sealed);
+  if (remember_index != 0 && round && round->stage_spool) {
+    auto at = round->stage_spool->Append(sealed.second);
+    if (at.ok()) {
+      round->stage_out[remember_index] = {std::move(sealed.first), *at, sealed.second.size()};
+    } else {
+      FLT_LOG(kWarn, kLog) << "keeping the message to " << device_id << " for re-sends: " << at.status().ToString();
+    }
+  }
   if (!s.ok()) {
     FLT_LOG(kWarn, kLog) << "send to " << device_id << " failed (re-sent after a reconnect): " << s.ToString();
   }
@@ -348,15 +379,24 @@ Status RoundDriver::Attach() {
   return Status::Ok();
 }
 
+void RoundDriver::Impl::PublishKept(uint32_t index, const ActiveRound::SentMessage& sent) {
+  auto wire = round->stage_spool->Read(sent.offset, sent.size);
+  if (!wire.ok()) {
+    FLT_LOG(kWarn, kLog) << "re-sending to " << index << ": " << wire.status().ToString();
+    return;
+  }
+  Publish(sent.topic, *wire, round->deadline_ms).IgnoreError();
+}
+
 void RoundDriver::Impl::Resend() {
   if (!round) return;
   if (round->state == RoundState::kSelecting) {
     round->need_announce = true;  // Tick re-announces with the same deadline
     return;
   }
-  for (const auto& [index, sealed] : round->stage_out) {
+  for (const auto& [index, sent] : round->stage_out) {
     if (index < round->answered.size() && (round->answered[index] || round->gone[index])) continue;
-    Publish(sealed.first, sealed.second, round->deadline_ms).IgnoreError();
+    PublishKept(index, sent);
   }
 }
 
@@ -366,9 +406,9 @@ void RoundDriver::Impl::Retransmit() {
   ++r.retransmits;
   r.next_retransmit_ms = clock.NowUnixMillis() + RetransmitInterval();
   uint32_t count = 0;
-  for (const auto& [index, sealed] : r.stage_out) {
+  for (const auto& [index, sent] : r.stage_out) {
     if (r.answered[index] || r.gone[index] || r.declined[index]) continue;
-    Publish(sealed.first, sealed.second, r.deadline_ms).IgnoreError();
+    PublishKept(index, sent);
     ++count;
   }
   if (count > 0) {
@@ -385,7 +425,7 @@ void RoundDriver::Impl::ResendTo(const std::string& device_id) {
   auto out = round->stage_out.find(i);
   if (out == round->stage_out.end() || round->answered[i] || round->resent[i]) return;
   round->resent[i] = 1;
-  Publish(out->second.first, out->second.second, round->deadline_ms).IgnoreError();
+  PublishKept(i, out->second);
 }
 
 void RoundDriver::Impl::FlushRecovery() {
@@ -531,6 +571,8 @@ void RoundDriver::Impl::CloseSelection() {
   so.box_key = r.box;
   so.crypto = &crypto;
   so.threads = options.unmask_threads;
+  so.spool_dir = options.spool_dir;
+  so.random = &random;
   auto server = SecAggServer::Open(std::move(so));
   if (!server.ok()) return Fail(v1::ABORT_REASON_INTERNAL, "SecAgg server: " + server.status().message());
   r.server = std::move(*server);
@@ -587,6 +629,15 @@ void RoundDriver::Impl::OpenStage(RoundState state, std::vector<uint32_t> expect
     if (r.gone[i] || r.declined[i]) ++r.settled_count;
   }
   r.stage_out.clear();
+  r.stage_spool.reset();  // the previous stage's file goes away
+  auto spool = Spool::Create(options.spool_dir);
+  if (spool.ok()) {
+    r.stage_spool = std::move(*spool);
+  } else {
+    // Re-sends are then impossible this stage (first sends are unaffected).
+    FLT_LOG(kWarn, kLog) << "round " << r.id << ": no spool for " << ToString(state) << " messages: "
+                         << spool.status().ToString();
+  }
   // The invitation announced absolute deadlines assuming every stage runs to its end; a
   // stage opened early (the previous one closed when all had answered) still gets only
   // stage_timeout, so one silent device never costs more than that.
@@ -631,17 +682,21 @@ void RoundDriver::Impl::CloseStage() {
     if (!s.ok()) Fail(v1::ABORT_REASON_INTERNAL, "journal: " + s.message());
     return s.ok();
   };
-  // Journals `to`, opens it for the recipients of `out` and sends them their messages.
-  // Each message is released once sealed and sent: with n x k neighbour entries in a
-  // stage, holding the messages and their envelopes at once would double the peak.
-  auto advance = [&](RoundState to, auto& out, int64_t deadline) -> bool {
+  // Journals `to`, opens it for `recipients` and sends each its message, built on demand
+  // by `build`: with n x k neighbour entries in a stage, only one message is in memory at
+  // a time, and what is kept for re-sends is in the stage's spool file.
+  auto advance = [&](RoundState to, const std::vector<uint32_t>& recipients, int64_t deadline,
+                     const auto& build) -> bool {
     if (!journal(to)) return false;
-    std::vector<uint32_t> next;
-    for (const auto& o : out) next.push_back(o.to);
-    OpenStage(to, next, deadline);
-    for (auto& o : out) {
-      SendTo(r.cohort[o.to - 1], o.message, deadline, o.to).IgnoreError();
-      o.message = std::decay_t<decltype(o.message)>();
+    OpenStage(to, recipients, deadline);
+    for (uint32_t i : recipients) {
+      auto msg = build(i);
+      if (!msg.ok()) {
+        // Cannot happen for a recipient the server named; the device counts as dropped.
+        FLT_LOG(kError, kLog) << "round " << r.id << ": message to " << i << ": " << msg.status().ToString();
+        continue;
+      }
+      SendTo(r.cohort[i - 1], *msg, deadline, i).IgnoreError();
     }
     return true;
   };
@@ -649,13 +704,17 @@ void RoundDriver::Impl::CloseStage() {
     case RoundState::kTraining: {
       auto out = r.server->CloseAdvertiseKeys();
       if (!out.ok()) return fail_server(out.status());
-      if (!advance(RoundState::kShareKeys, *out, d.share_keys_ms())) return;
+      if (!advance(RoundState::kShareKeys, *out, d.share_keys_ms(),
+                   [&](uint32_t i) { return r.server->NeighbourKeysFor(i); }))
+        return;
       break;
     }
     case RoundState::kShareKeys: {
       auto out = r.server->CloseShareKeys();
       if (!out.ok()) return fail_server(out.status());
-      if (!advance(RoundState::kMaskedInput, *out, d.masked_input_ms())) return;
+      if (!advance(RoundState::kMaskedInput, *out, d.masked_input_ms(),
+                   [&](uint32_t i) { return r.server->ForwardedSharesFor(i); }))
+        return;
       break;
     }
     case RoundState::kMaskedInput: {
@@ -665,20 +724,24 @@ void RoundDriver::Impl::CloseStage() {
         if (r.answered[i]) r.survivors.push_back(i);
       }
       UpdateStatus([&](RoundStatus& st) { st.survivors = static_cast<uint32_t>(r.survivors.size()); });
+      auto unmask_request = [&](uint32_t i) { return r.server->UnmaskRequestFor(i); };
       if (!out->consistency) {
-        if (!advance(RoundState::kUnmask, out->unmask, d.unmask_ms())) return;
+        if (!advance(RoundState::kUnmask, out->recipients, d.unmask_ms(), unmask_request)) return;
         break;
       }
-      // Hardened: one ConsistencyCheckRequest for every member of U3.
-      std::vector<aggregation::Outgoing<v1::ConsistencyCheckRequest>> requests;
-      for (uint32_t to : out->recipients) requests.push_back({to, *out->consistency});
-      if (!advance(RoundState::kConsistencyCheck, requests, d.consistency_check_ms())) return;
+      // Hardened: the same ConsistencyCheckRequest for every member of U3.
+      const v1::ConsistencyCheckRequest& request = *out->consistency;
+      if (!advance(RoundState::kConsistencyCheck, out->recipients, d.consistency_check_ms(),
+                   [&](uint32_t) -> Result<v1::ConsistencyCheckRequest> { return request; }))
+        return;
       break;
     }
     case RoundState::kConsistencyCheck: {
       auto out = r.server->CloseConsistencyCheck();
       if (!out.ok()) return fail_server(out.status());
-      if (!advance(RoundState::kUnmask, *out, d.unmask_ms())) return;
+      if (!advance(RoundState::kUnmask, *out, d.unmask_ms(),
+                   [&](uint32_t i) { return r.server->UnmaskRequestFor(i); }))
+        return;
       break;
     }
     case RoundState::kUnmask: return Aggregate();
@@ -718,7 +781,15 @@ void RoundDriver::Impl::Aggregate() {
     rec.next = next;
     options.test_hook(rec);
   }
-  auto stored = options.adapters->Put(r.id, r.start.version, next);
+  AdapterMetrics metrics;
+  metrics.cohort = static_cast<uint32_t>(r.cohort.size());
+  metrics.survivors = static_cast<uint32_t>(out->survivors.size());
+  metrics.examples = weight_sum;
+  metrics.duration_ms = MillisSince(r.started, clock);
+  double norm2 = 0;
+  for (float d : mean_delta) norm2 += static_cast<double>(d) * static_cast<double>(d);
+  metrics.l2_norm_delta = std::sqrt(norm2);
+  auto stored = options.adapters->Put(r.id, r.start.version, next, metrics);
   if (!stored.ok()) return Fail(v1::ABORT_REASON_INTERNAL, "storing the adapter: " + stored.status().message());
   std::vector<ParticipantStage> rows = unmask_rows;
   std::set<uint32_t> u3(out->survivors.begin(), out->survivors.end());

@@ -103,8 +103,8 @@ Result<GlobalAdapter> DirectoryAdapterRegistry::Get(std::string_view version) {
 }
 
 Result<GlobalAdapter> DirectoryAdapterRegistry::Put(std::string_view round_id, std::string_view parent_version,
-                                                    std::span<const float> values) {
-  (void)parent_version;  // lineage lives in the model registry; the file store keeps none
+                                                    std::span<const float> values, const AdapterMetrics&) {
+  (void)parent_version;  // lineage and metrics live in the Store's registry; files keep none
   const std::string version = "adapter-" + std::string(round_id);
   FLT_RETURN_IF_ERROR(protocol::ValidateName("adapter version", version));
   std::lock_guard<std::mutex> lock(mu_);

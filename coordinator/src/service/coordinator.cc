@@ -216,6 +216,7 @@ Status Coordinator::StartRounds() {
   o.adapters = r.adapters.get();
   o.uploads = http_.get();
   o.unmask_threads = 0;  // all cores for Finish
+  o.spool_dir = config_.data_dir;  // not /tmp: that may be a tmpfs, i.e. memory again
   FLT_ASSIGN_OR_RETURN(r.driver, rounds::RoundDriver::Open(std::move(o)));
   for (const RoundRecord& u : unfinished) {  // the one recovery resumes, if any
     auto st = r.driver->status(u.id);

@@ -7,12 +7,23 @@ namespace flotilla::coordinator::internal {
 Status EnrolledDeviceKeys::Verify(std::string_view identity, ByteSpan message, ByteSpan signature) const {
   FLT_ASSIGN_OR_RETURN(DeviceIdentity d, store_.GetDeviceIdentity(identity));
   if (d.status != DeviceStatus::kActive) return PermissionDeniedError("device '" + std::string(identity) + "' is revoked");
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = cached_der_.find(identity);
-    if (it == cached_der_.end() || it->second != d.identity_public_key) {
-      FLT_RETURN_IF_ERROR(ring_.AddDer(std::string(identity), d.identity_public_key));
-      cached_der_[std::string(identity)] = d.identity_public_key;
+  std::lock_guard<std::mutex> lock(mu_);  // held through Verify: an eviction must not race it
+  auto it = cached_.find(identity);
+  if (it != cached_.end() && it->second.der == d.identity_public_key) {
+    lru_.splice(lru_.begin(), lru_, it->second.use);
+  } else {
+    FLT_RETURN_IF_ERROR(ring_.AddDer(std::string(identity), d.identity_public_key));
+    if (it != cached_.end()) {
+      it->second.der = d.identity_public_key;
+      lru_.splice(lru_.begin(), lru_, it->second.use);
+    } else {
+      while (cached_.size() >= capacity_) {
+        ring_.Remove(lru_.back());
+        cached_.erase(lru_.back());
+        lru_.pop_back();
+      }
+      lru_.push_front(std::string(identity));
+      cached_.emplace(std::string(identity), Cached{d.identity_public_key, lru_.begin()});
     }
   }
   return ring_.Verify(identity, message, signature);

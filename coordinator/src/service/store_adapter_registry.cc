@@ -53,7 +53,8 @@ Result<rounds::GlobalAdapter> StoreAdapterRegistry::Get(std::string_view version
 }
 
 Result<rounds::GlobalAdapter> StoreAdapterRegistry::Put(std::string_view round_id, std::string_view parent_version,
-                                                        std::span<const float> values) {
+                                                        std::span<const float> values,
+                                                        const rounds::AdapterMetrics& metrics) {
   const std::string version = "adapter-" + std::string(round_id);
   FLT_RETURN_IF_ERROR(protocol::ValidateName("adapter version", version));
   std::lock_guard<std::mutex> lock(mu_);
@@ -67,7 +68,13 @@ Result<rounds::GlobalAdapter> StoreAdapterRegistry::Put(std::string_view round_i
   v.round_id = std::string(round_id);
   v.sha256 = art.sha256;
   v.size = art.size;
-  v.metrics_json = nlohmann::json{{"length", values.size()}}.dump();
+  v.metrics_json = nlohmann::json{{"length", values.size()},
+                                  {"cohort", metrics.cohort},
+                                  {"survivors", metrics.survivors},
+                                  {"examples", metrics.examples},
+                                  {"duration_ms", metrics.duration_ms},
+                                  {"l2_norm_delta", metrics.l2_norm_delta}}
+                       .dump();
   FLT_RETURN_IF_ERROR(store_.AddVersion(VersionKind::kAdapter, v, kActor));
   return Load(version);
 }

@@ -1,7 +1,8 @@
 // The coordinator side of SecAgg+ (shared/reference/secure-aggregation.md section 2): a
 // transport-agnostic state machine. Handle* takes one device message (already
 // envelope-verified by the transport); Close* ends a stage (the driver calls it when every
-// expected client answered or the stage deadline passed) and returns the messages to send.
+// expected client answered or the stage deadline passed) and returns who gets the next
+// stage's message; *For(index) builds that message for one recipient, on demand.
 //
 // Transition table (anything else is FailedPrecondition and changes nothing):
 //
@@ -21,11 +22,16 @@
 // Status and that client simply counts as dropped; the round goes on.
 //
 // Memory: the masked inputs are added into one running sum of m words as they arrive
-// and never stored (O(m + n*k) for the whole round). Thread-safe: handlers may be called
-// concurrently (HandleSealedInput decrypts outside the lock).
+// and never stored. What is n*k in size — the encrypted shares in flight between
+// ShareKeys and ForwardedShares, the shares released for unmasking — goes to anonymous
+// spool files (the unmask shares sealed with a key that exists only in memory), and the
+// stage messages are built one recipient at a time, so memory is O(m + n) plus n*k small
+// record numbers (4 bytes each). Thread-safe: handlers may be called concurrently
+// (HandleSealedInput decrypts outside the lock).
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -98,20 +104,15 @@ struct SecAggServerOptions {
   security::X25519KeyPair box_key{};  // the coordinator's box key (masked inputs are sealed to it)
   const CryptoSuite* crypto = nullptr;  // nullptr = CoordinatorCryptoSuite() (OpenSSL)
   unsigned threads = 1;  // unmasking workers (X25519 and mask expansion); 0 = all cores
+  std::filesystem::path spool_dir;  // for the spool files (empty: the temporary directory)
+  Random* random = nullptr;         // the unmask spool's key; nullptr = OsRandom()
 };
 
-template <typename Msg>
-struct Outgoing {
-  uint32_t to = 0;  // cohort index
-  Msg message;
-};
-
-// What CloseMaskedInput produces: the hardened consistency request (one message for every
-// index in `recipients`), or the curious unmask requests directly.
+// What CloseMaskedInput produces: U3 as `recipients`, and for the hardened profile the
+// consistency request every one of them gets (curious: UnmaskRequestFor each of them).
 struct MaskedInputClosed {
   std::optional<v1::ConsistencyCheckRequest> consistency;
   std::vector<uint32_t> recipients;
-  std::vector<Outgoing<v1::UnmaskRequest>> unmask;
 };
 
 struct AggregateOutput {
@@ -139,12 +140,16 @@ class SecAggServer {
   Result<v1::SecAggConfig> ConfigFor(uint32_t index) const;
 
   Status HandleAdvertiseKeys(const v1::AdvertiseKeys& msg);
-  // U1 = adverts received; NeighbourKeys for every member of U1.
-  Result<std::vector<Outgoing<v1::NeighbourKeys>>> CloseAdvertiseKeys();
+  // U1 = adverts received; each member of U1 gets NeighbourKeysFor(itself).
+  Result<std::vector<uint32_t>> CloseAdvertiseKeys();
+  // The adverts of u's neighbours in U1. Only while shares are collected, only for U1.
+  Result<v1::NeighbourKeys> NeighbourKeysFor(uint32_t u) const;
 
   Status HandleShareKeys(const v1::ShareKeys& msg);
-  // U2 = ShareKeys received; ForwardedShares for every member of U2.
-  Result<std::vector<Outgoing<v1::ForwardedShares>>> CloseShareKeys();
+  // U2 = ShareKeys received; each member of U2 gets ForwardedSharesFor(itself).
+  Result<std::vector<uint32_t>> CloseShareKeys();
+  // The shares U2 encrypted to v. Only while masked inputs are collected, only for U2.
+  Result<v1::ForwardedShares> ForwardedSharesFor(uint32_t v) const;
 
   // Opens the inline SealedBox and adds y_u into the running sum. A claim check must be
   // resolved by the caller and passed to HandleSealedInput. FailedPrecondition for an
@@ -154,7 +159,11 @@ class SecAggServer {
   Result<MaskedInputClosed> CloseMaskedInput();
 
   Status HandleConsistencyCheckResponse(const v1::ConsistencyCheckResponse& msg);
-  Result<std::vector<Outgoing<v1::UnmaskRequest>>> CloseConsistencyCheck();
+  // U4 = signed responses; each member gets UnmaskRequestFor(itself).
+  Result<std::vector<uint32_t>> CloseConsistencyCheck();
+  // The unmask request for u (alive/dead neighbours, hardened: t signatures). Only while
+  // unmask responses are collected, only for the clients asked.
+  Result<v1::UnmaskRequest> UnmaskRequestFor(uint32_t u) const;
 
   Status HandleUnmaskResponse(const v1::UnmaskResponse& msg);
   // Reconstructs every needed secret (b_u for u in U3, s_w for w in U2 \ U3), removes the

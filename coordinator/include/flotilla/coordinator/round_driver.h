@@ -22,6 +22,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -128,6 +129,9 @@ struct RoundDriverOptions {
   const aggregation::CryptoSuite* crypto = nullptr;  // null: CoordinatorCryptoSuite() (OpenSSL)
   unsigned unmask_threads = 1;             // SecAggServer workers for Finish (0 = all cores)
   size_t replay_capacity = 256 * 1024;     // replay window entries (peak message rate x 10 min)
+  // Where the round's anonymous spool files go (SecAgg shares in flight, the sealed stage
+  // messages kept for re-sends): empty = the system's temporary directory.
+  std::filesystem::path spool_dir;
   std::function<void(const RoundTestRecord&)> test_hook;  // TEST ONLY
 };
 

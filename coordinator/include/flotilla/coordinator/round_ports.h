@@ -58,6 +58,16 @@ struct GlobalAdapter {
   std::string url;            // where devices fetch it ("" for the initial adapter)
 };
 
+// What a round records with the adapter version it produced (aggregates only: nothing
+// about any single device).
+struct AdapterMetrics {
+  uint32_t cohort = 0;
+  uint32_t survivors = 0;      // |U3|: their updates are in the sum
+  double examples = 0;         // the sum of the survivors' FedAvg weights
+  int64_t duration_ms = 0;     // round start to aggregation
+  double l2_norm_delta = 0;    // of the mean update
+};
+
 class AdapterRegistry {
  public:
   virtual ~AdapterRegistry() = default;
@@ -67,7 +77,7 @@ class AdapterRegistry {
   // Stores `values` as the version produced by `round_id` (child of `parent_version`).
   // Idempotent per round: storing again returns the same version. Not yet current.
   virtual Result<GlobalAdapter> Put(std::string_view round_id, std::string_view parent_version,
-                                    std::span<const float> values) = 0;
+                                    std::span<const float> values, const AdapterMetrics& metrics) = 0;
   // Makes `version` the one new rounds start from (idempotent).
   virtual Status SetCurrent(std::string_view version) = 0;
 };
@@ -84,7 +94,7 @@ class DirectoryAdapterRegistry final : public AdapterRegistry {
   Result<GlobalAdapter> Current() override;
   Result<GlobalAdapter> Get(std::string_view version) override;
   Result<GlobalAdapter> Put(std::string_view round_id, std::string_view parent_version,
-                            std::span<const float> values) override;
+                            std::span<const float> values, const AdapterMetrics& metrics) override;
   Status SetCurrent(std::string_view version) override;
   // The bytes a URL of this registry names (NotFound otherwise): an in-process "HTTP GET".
   Result<Bytes> ReadUrl(std::string_view url);

@@ -45,8 +45,10 @@ class StoreAdapterRegistry final : public rounds::AdapterRegistry {
   Result<rounds::GlobalAdapter> Get(std::string_view version) override;
   // Version "adapter-<round_id>" with `parent_version` as its parent ("" = none); storing
   // the same round again returns the stored version (idempotent, whatever `values`).
+  // The version's metrics_json: {"length", "cohort", "survivors", "examples",
+  // "duration_ms", "l2_norm_delta"}.
   Result<rounds::GlobalAdapter> Put(std::string_view round_id, std::string_view parent_version,
-                                    std::span<const float> values) override;
+                                    std::span<const float> values, const rounds::AdapterMetrics& metrics) override;
   Status SetCurrent(std::string_view version) override;
 
   // The bytes a URL of this registry names (NotFound otherwise): an in-process "HTTP

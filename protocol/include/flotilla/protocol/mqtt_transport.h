@@ -86,6 +86,7 @@ class MqttTransport final : public Transport {
   size_t Poll(std::chrono::milliseconds timeout, size_t max_events = 1024) override;
   ConnectionState state() const override;
   TransportStats stats() const override;
+  size_t publishes_in_flight() const override;
   size_t max_payload_size() const override;
   const std::string& client_id() const override;
 

@@ -12,6 +12,7 @@
 
 #include <MQTTAsync.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -135,9 +136,14 @@ struct MqttTransport::Impl {
   // counted (publishes) and logged, since no caller is there to receive a Status.
   struct BackgroundListener final : mqtt::iaction_listener {
     BackgroundListener(Impl* i, bool publishes) : impl(i), is_publish(publishes) {}
-    void on_success(const mqtt::token&) override {}
+    void on_success(const mqtt::token&) override {
+      if (is_publish) impl->in_flight.fetch_sub(1);
+    }
     void on_failure(const mqtt::token& tok) override {
-      if (is_publish) impl->counters.publish_failures.fetch_add(1);
+      if (is_publish) {
+        impl->in_flight.fetch_sub(1);
+        impl->counters.publish_failures.fetch_add(1);
+      }
       FLT_LOG(kDebug, kLog) << impl->options.client_id << (is_publish ? ": publish" : ": subscription restore")
                             << " failed, rc " << tok.get_return_code() << " reason " << tok.get_reason_code();
     }
@@ -170,6 +176,7 @@ struct MqttTransport::Impl {
   std::atomic<bool> connected_once{false};  // a later CONNACK is an automatic reconnect
   std::atomic<bool> session_present{false};  // from the latest CONNACK
   TransportCounters counters;
+  std::atomic<int64_t> in_flight{0};  // publishes whose listener has not run yet
 
   std::mutex mu;
   std::condition_variable state_cv;                         // signalled on state / failure changes
@@ -493,7 +500,13 @@ Status MqttTransport::Publish(std::string_view topic, ByteSpan payload, const Pu
       }
       msg->set_properties(std::move(props));
     }
-    tok = d.client->publish(msg, nullptr, d.publish_listener);
+    d.in_flight.fetch_add(1);
+    try {
+      tok = d.client->publish(msg, nullptr, d.publish_listener);
+    } catch (...) {
+      d.in_flight.fetch_sub(1);  // refused: the listener never runs
+      throw;
+    }
   } catch (const mqtt::exception& e) {
     d.counters.publish_failures.fetch_add(1);
     return FromPaho(e, "publish on '" + std::string(topic) + "'");
@@ -561,6 +574,10 @@ size_t MqttTransport::Poll(std::chrono::milliseconds timeout, size_t max_events)
 }
 
 ConnectionState MqttTransport::state() const { return impl_->state.load(); }
+
+size_t MqttTransport::publishes_in_flight() const {
+  return static_cast<size_t>(std::max<int64_t>(impl_->in_flight.load(), 0));
+}
 
 TransportStats MqttTransport::stats() const { return impl_->counters.Snapshot(impl_->inbox.dropped()); }
 
