@@ -634,28 +634,26 @@ Status SecAggServer::HandleUnmaskResponse(const v1::UnmaskResponse& msg) {
   };
   for (const auto& r : msg.self_mask_shares()) FLT_RETURN_IF_ERROR(take(r, true));
   for (const auto& r : msg.mask_key_shares()) FLT_RETURN_IF_ERROR(take(r, false));
-  // Sealed into the unmask spool (one write for the whole response), record numbers kept.
-  const size_t count = b_shares.size() + s_shares.size();
-  if (size_t{s.unmask_records} + count > UINT32_MAX) return ResourceExhaustedError(where + ": unmask spool full");
+  // Sealed into the unmask spool (one write for the whole response); each owner keeps the
+  // record numbers of its shares.
+  std::vector<std::pair<std::vector<uint32_t>*, const ShamirShare*>> released;
+  for (const auto& [o, sh] : b_shares) released.emplace_back(&s.clients[o].b_shares, &sh);
+  for (const auto& [o, sh] : s_shares) released.emplace_back(&s.clients[o].s_shares, &sh);
+  if (size_t{s.unmask_records} + released.size() > UINT32_MAX) {
+    return ResourceExhaustedError(where + ": unmask spool full");
+  }
   Bytes block;
-  block.reserve(count * kUnmaskRecordBytes);
-  uint32_t record = s.unmask_records;
-  for (auto* list : {&b_shares, &s_shares}) {
-    for (auto& [o, sh] : *list) {
-      Bytes plain = internal::EncodeShare(sh);
-      auto sealed = security::AesGcmSeal(s.unmask_key, RecordNonce(record++), plain, {});
-      internal::Wipe(plain);
-      if (!sealed.ok()) return sealed.status().WithContext(where);
-      block.insert(block.end(), sealed->begin(), sealed->end());
-    }
+  block.reserve(released.size() * kUnmaskRecordBytes);
+  for (size_t j = 0; j < released.size(); ++j) {
+    Bytes plain = internal::EncodeShare(*released[j].second);
+    auto sealed = security::AesGcmSeal(s.unmask_key, RecordNonce(s.unmask_records + static_cast<uint32_t>(j)), plain, {});
+    internal::Wipe(plain);
+    if (!sealed.ok()) return sealed.status().WithContext(where);
+    block.insert(block.end(), sealed->begin(), sealed->end());
   }
   FLT_ASSIGN_OR_RETURN(const uint64_t at, s.unmask_spool->Append(block));
   if (at != uint64_t{s.unmask_records} * kUnmaskRecordBytes) return InternalError(where + ": unmask spool out of step");
-  for (auto* list : {&b_shares, &s_shares}) {
-    for (auto& [o, sh] : *list) {
-      (list == &b_shares ? s.clients[o].b_shares : s.clients[o].s_shares).push_back(s.unmask_records++);
-    }
-  }
+  for (const auto& [owner_records, share] : released) owner_records->push_back(s.unmask_records++);
   c.responded = true;
   return Status::Ok();
 }

@@ -145,6 +145,31 @@ TEST_F(MqttPlainTest, PublishSubscribeRoundTripWithProperties) {
   EXPECT_EQ(dev->Publish("fl/v1/d/rt-dev/up/x", "late", {}).code(), StatusCode::kUnavailable);
 }
 
+TEST_F(MqttPlainTest, PublishWindowDeliversABurstInFull) {
+  // A window of 4 with 300 QoS 1 publishes from one thread: Publish waits for PUBACKs as
+  // it goes, and every message still arrives once, none refused.
+  auto sender = MakeClient(broker_->plain_uri(), "win-send", [](MqttTransportOptions& o) {
+    o.max_publishes_in_flight = 4;
+  });
+  auto receiver = MakeClient(broker_->plain_uri(), "win-recv");
+  ASSERT_TRUE(sender && receiver);
+  Inbox in(*receiver);
+  ASSERT_TRUE(receiver->Subscribe("fl/v1/d/win/up/#", 1).ok());
+  ConnectAll({sender.get(), receiver.get()});
+  PublishOptions qos1;
+  qos1.qos = 1;
+  constexpr int kBurst = 300;
+  for (int i = 0; i < kBurst; ++i) {
+    ASSERT_TRUE(sender->Publish("fl/v1/d/win/up/" + std::to_string(i), Bytes(2048, static_cast<uint8_t>(i)), qos1).ok());
+  }
+  ASSERT_TRUE(PollUntil({receiver.get()}, [&] { return in.messages.size() >= kBurst; }, kWait));
+  std::set<std::string> topics;
+  for (const Message& m : in.messages) topics.insert(m.topic);
+  EXPECT_EQ(topics.size(), static_cast<size_t>(kBurst));
+  EXPECT_EQ(sender->stats().published, static_cast<uint64_t>(kBurst));
+  EXPECT_EQ(sender->stats().publish_failures, 0u);
+}
+
 TEST_F(MqttPlainTest, RetainedPresenceAndWillOnAbruptConnectionLoss) {
   auto relay = testsupport::TcpRelay::Start(broker_->plain_port());
   ASSERT_TRUE(relay.ok()) << relay.status().ToString();

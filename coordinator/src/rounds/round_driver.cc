@@ -5,7 +5,6 @@
 #include <map>
 #include <mutex>
 #include <set>
-#include <thread>
 
 #include "flotilla/aggregation/fixed_point.h"
 #include "flotilla/aggregation/secagg_server.h"
@@ -28,10 +27,6 @@ using protocol::Topic;
 namespace {
 
 constexpr std::string_view kLog = "rounds";
-
-// Publishes in flight (no PUBACK yet) before Publish waits: the client library holds each
-// until acknowledged, and a stage sends thousands in one loop.
-constexpr size_t kSendWindow = 64;
 
 // Stage names in the journal's participant rows.
 std::string_view StageName(RoundState s) {
@@ -206,14 +201,6 @@ Result<std::pair<std::string, Bytes>> RoundDriver::Impl::SealFor(const std::stri
 }
 
 Status RoundDriver::Impl::Publish(const std::string& topic, const Bytes& wire, int64_t expiry_ms) {
-  // Bounded wait (real time: the broker is real even under a fake clock), and none while
-  // disconnected (publishes then queue for the reconnect and nothing completes).
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-  while (options.transport->publishes_in_flight() > kSendWindow &&
-         options.transport->state() == protocol::ConnectionState::kConnected &&
-         std::chrono::steady_clock::now() < give_up) {
-    std::this_thread::sleep_for(std::chrono::microseconds(250));
-  }
   protocol::PublishOptions po;
   po.qos = 1;
   const int64_t left_s = (expiry_ms - clock.NowUnixMillis()) / 1000 + 1;

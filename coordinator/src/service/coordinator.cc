@@ -122,6 +122,7 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Start(const CoordinatorConfig&
     topts.server_uri = config.broker->uri;
     topts.client_id = std::string(protocol::kCoordinatorId);
     topts.queue_capacity = 16384;  // a 1,000-device round's burst of uplink messages
+    topts.max_publishes_in_flight = 64;  // a stage's burst of downlink messages
     if (config.broker->uri.rfind("ssl://", 0) == 0) {
       topts.tls = protocol::MqttTlsOptions{config.broker->ca_file.string(), config.broker->cert_file.string(),
                                            config.broker->key_file.string(), true};

@@ -62,6 +62,12 @@ struct MqttTransportOptions {
   size_t queue_capacity = 4096;  // events waiting for Poll(); beyond it messages drop (counted)
   // Paho's cap on queued outgoing commands (default 100 → error -12 under load).
   int max_buffered_messages = 10000;
+  // 0: unlimited. N: while connected, Publish waits until fewer than N of this client's
+  // publishes are incomplete (QoS 1: no PUBACK yet), at most operation_timeout (then it
+  // publishes anyway, with a warning). Paho holds every publish until then, so a sender
+  // of bursts (the coordinator: a stage's message to each of thousands of devices) keeps
+  // its memory bounded instead of queueing the whole burst.
+  size_t max_publishes_in_flight = 0;
 };
 
 class MqttTransport final : public Transport {
@@ -86,7 +92,6 @@ class MqttTransport final : public Transport {
   size_t Poll(std::chrono::milliseconds timeout, size_t max_events = 1024) override;
   ConnectionState state() const override;
   TransportStats stats() const override;
-  size_t publishes_in_flight() const override;
   size_t max_payload_size() const override;
   const std::string& client_id() const override;
 

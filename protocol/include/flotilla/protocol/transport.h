@@ -131,10 +131,6 @@ class Transport {
 
   virtual ConnectionState state() const = 0;
   virtual TransportStats stats() const = 0;
-  // Publishes handed to the client library and not yet completed (QoS 1: no PUBACK yet).
-  // A sender of many messages waits while this is high, so that the library never holds
-  // all of them at once. 0 where Publish completes synchronously.
-  virtual size_t publishes_in_flight() const { return 0; }
   virtual size_t max_payload_size() const = 0;
   virtual const std::string& client_id() const = 0;
 };

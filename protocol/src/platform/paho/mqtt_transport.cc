@@ -137,11 +137,11 @@ struct MqttTransport::Impl {
   struct BackgroundListener final : mqtt::iaction_listener {
     BackgroundListener(Impl* i, bool publishes) : impl(i), is_publish(publishes) {}
     void on_success(const mqtt::token&) override {
-      if (is_publish) impl->in_flight.fetch_sub(1);
+      if (is_publish) impl->PublishDone();
     }
     void on_failure(const mqtt::token& tok) override {
       if (is_publish) {
-        impl->in_flight.fetch_sub(1);
+        impl->PublishDone();
         impl->counters.publish_failures.fetch_add(1);
       }
       FLT_LOG(kDebug, kLog) << impl->options.client_id << (is_publish ? ": publish" : ": subscription restore")
@@ -176,7 +176,36 @@ struct MqttTransport::Impl {
   std::atomic<bool> connected_once{false};  // a later CONNACK is an automatic reconnect
   std::atomic<bool> session_present{false};  // from the latest CONNACK
   TransportCounters counters;
-  std::atomic<int64_t> in_flight{0};  // publishes whose listener has not run yet
+  // Publishes whose listener has not run yet (max_publishes_in_flight).
+  std::mutex flight_mu;
+  std::condition_variable flight_cv;
+  size_t in_flight = 0;  // GUARDED_BY(flight_mu)
+
+  void PublishDone() {
+    {
+      std::lock_guard<std::mutex> lock(flight_mu);
+      --in_flight;
+    }
+    flight_cv.notify_one();
+  }
+  // Takes a publish slot, waiting while the window is full and the client connected
+  // (publishes queue for the reconnect otherwise, bounded by max_buffered_messages). After
+  // operation_timeout it goes ahead anyway: the window bounds memory, it never loses a
+  // message.
+  void AcquirePublishSlot() {
+    std::unique_lock<std::mutex> lock(flight_mu);
+    const size_t max = options.max_publishes_in_flight;
+    const auto deadline = std::chrono::steady_clock::now() + options.operation_timeout;
+    while (max > 0 && in_flight >= max && state.load() == ConnectionState::kConnected) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        FLT_LOG(kWarn, kLog) << options.client_id << ": " << in_flight << " publishes unacknowledged for "
+                             << options.operation_timeout.count() << " ms; publishing past the window";
+        break;
+      }
+      flight_cv.wait_for(lock, std::chrono::milliseconds(50));  // a lost connection never signals
+    }
+    ++in_flight;
+  }
 
   std::mutex mu;
   std::condition_variable state_cv;                         // signalled on state / failure changes
@@ -500,11 +529,11 @@ Status MqttTransport::Publish(std::string_view topic, ByteSpan payload, const Pu
       }
       msg->set_properties(std::move(props));
     }
-    d.in_flight.fetch_add(1);
+    d.AcquirePublishSlot();
     try {
       tok = d.client->publish(msg, nullptr, d.publish_listener);
     } catch (...) {
-      d.in_flight.fetch_sub(1);  // refused: the listener never runs
+      d.PublishDone();  // refused: the listener never runs
       throw;
     }
   } catch (const mqtt::exception& e) {
@@ -574,10 +603,6 @@ size_t MqttTransport::Poll(std::chrono::milliseconds timeout, size_t max_events)
 }
 
 ConnectionState MqttTransport::state() const { return impl_->state.load(); }
-
-size_t MqttTransport::publishes_in_flight() const {
-  return static_cast<size_t>(std::max<int64_t>(impl_->in_flight.load(), 0));
-}
 
 TransportStats MqttTransport::stats() const { return impl_->counters.Snapshot(impl_->inbox.dropped()); }
 
