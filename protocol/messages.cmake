@@ -8,7 +8,8 @@ add_library(flotilla_protocol
   src/envelope.cc
   src/replay_window.cc
   src/payload.cc
-  src/adapter_vector.cc)
+  src/adapter_vector.cc
+  src/transport_inbox.cc)
 target_include_directories(flotilla_protocol PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/include)
 target_link_libraries(flotilla_protocol
   PUBLIC flotilla_core flotilla_protocol_pb protobuf::libprotobuf

@@ -635,10 +635,17 @@ Status SecAggServer::HandleUnmaskResponse(const v1::UnmaskResponse& msg) {
   for (const auto& r : msg.self_mask_shares()) FLT_RETURN_IF_ERROR(take(r, true));
   for (const auto& r : msg.mask_key_shares()) FLT_RETURN_IF_ERROR(take(r, false));
   // Sealed into the unmask spool (one write for the whole response); each owner keeps the
-  // record numbers of its shares.
+  // record numbers of its shares — the first t+1 only, all Finish reads (t to reconstruct,
+  // one more to expose a corrupted share), so memory is n·(t+1) record numbers, not n·k.
+  const size_t keep = size_t{s.params.t} + 1;
   std::vector<std::pair<std::vector<uint32_t>*, const ShamirShare*>> released;
-  for (const auto& [o, sh] : b_shares) released.emplace_back(&s.clients[o].b_shares, &sh);
-  for (const auto& [o, sh] : s_shares) released.emplace_back(&s.clients[o].s_shares, &sh);
+  auto release = [&](std::vector<uint32_t>& records, const ShamirShare& sh) {
+    if (records.size() >= keep) return;
+    if (records.empty()) records.reserve(keep);
+    released.emplace_back(&records, &sh);
+  };
+  for (const auto& [o, sh] : b_shares) release(s.clients[o].b_shares, sh);
+  for (const auto& [o, sh] : s_shares) release(s.clients[o].s_shares, sh);
   if (size_t{s.unmask_records} + released.size() > UINT32_MAX) {
     return ResourceExhaustedError(where + ": unmask spool full");
   }

@@ -48,6 +48,9 @@ void ExpectExactSum(SimulationOptions o) {
   EXPECT_EQ(out->survivors, survivors);
   EXPECT_EQ(out->sum, (*sim)->ExpectedSum(survivors));
   EXPECT_EQ((*sim)->max_both_kinds_held(), 0u);
+  // Only the t+1 shares Finish reads are kept per owner, never all k.
+  EXPECT_GE((*sim)->max_shares_held(), size_t{(*sim)->server().t()});
+  EXPECT_LE((*sim)->max_shares_held(), size_t{(*sim)->server().t()} + 1);
   EXPECT_TRUE((*sim)->client_errors().empty()) << (*sim)->client_errors().begin()->second.ToString();
 }
 

@@ -290,6 +290,8 @@ TEST_F(StoreFixture, ParticipantsCountPerStage) {
   EXPECT_EQ(c.count("unmask"), 0u);  // the failed batch rolled back
   auto list = Must(store_->ListParticipants(r.id));
   ASSERT_EQ(list.size(), 3u);
+  EXPECT_EQ(Must(store_->CountParticipants(r.id)), 3);
+  EXPECT_EQ(Must(store_->CountParticipants("no-such-round")), 0);
   EXPECT_EQ(list[0].cohort_index, 1u);
   EXPECT_EQ(list[0].stages.at("share_keys"), "ok");
   ASSERT_TRUE(store_->IntegrityCheck().ok());

@@ -77,4 +77,11 @@ uint64_t Spool::size() const {
   return size_;
 }
 
+Status Spool::Clear() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (::ftruncate(fd_, 0) != 0) return ErrnoError("truncate");
+  size_ = 0;
+  return Status::Ok();
+}
+
 }  // namespace flotilla

@@ -57,6 +57,17 @@ TEST(SpoolTest, ConcurrentAppendsNeverOverlap) {
   EXPECT_EQ((*spool)->size(), 4u * 200 * 37);
 }
 
+TEST(SpoolTest, ClearEmptiesTheFileAndStartsOffsetsOver) {
+  auto spool = Spool::Create();
+  ASSERT_TRUE(spool.ok());
+  ASSERT_TRUE((*spool)->Append(Bytes(5000, 1)).ok());
+  ASSERT_TRUE((*spool)->Clear().ok());
+  EXPECT_EQ((*spool)->size(), 0u);
+  EXPECT_EQ((*spool)->Read(0, 1).status().code(), StatusCode::kOutOfRange);  // old offsets are gone
+  EXPECT_EQ((*spool)->Append(Bytes{7, 8}).value(), 0u);
+  EXPECT_EQ((*spool)->Read(0, 2).value(), (Bytes{7, 8}));
+}
+
 TEST(HexTest, RoundTripsAndRejectsGarbage) {
   Bytes b = {0x00, 0x7f, 0xab, 0xff};
   EXPECT_EQ(ToHex(b), "007fabff");

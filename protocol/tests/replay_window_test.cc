@@ -23,7 +23,12 @@ ReplayWindow::Options Opts(int64_t window_ms, size_t capacity) {
   return o;
 }
 
-std::string Id(int i) { return "id-" + std::to_string(i) + std::string(10, 'x'); }
+// 16 bytes, like the random ids envelopes carry.
+std::string Id(int i) {
+  std::string id = "id-" + std::to_string(i);
+  id.resize(ReplayWindow::kMaxMessageIdBytes, 'x');
+  return id;
+}
 
 TEST(ReplayWindowTest, RepeatIsDetected) {
   ReplayWindow w(Opts(60'000, 100));
@@ -105,6 +110,26 @@ TEST(ReplayWindowTest, MemoryIsBoundedByCapacity) {
     ASSERT_TRUE(w.Check("d", Id(i), now - 20'000 + i, now).ok()) << i;
     ASSERT_LE(w.size(), 1000u);
   }
+}
+
+TEST(ReplayWindowTest, RefusesIdsLongerThanItStoresAndForgetsSendersWithTheirEntries) {
+  ReplayWindow w(Opts(1'000, 4));
+  const int64_t now = 100'000;
+  EXPECT_EQ(w.Check("d", std::string(ReplayWindow::kMaxMessageIdBytes + 1, 'a'), now, now).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(w.size(), 0u);
+  // Many senders come and go: expired entries take their senders with them, and a
+  // returning sender's old ids are still told apart from other senders' equal ids.
+  for (int round = 0; round < 50; ++round) {
+    const int64_t t = now + round * 2'000;  // each round expires the previous one
+    for (int d = 0; d < 4; ++d) {
+      ASSERT_TRUE(w.Check("dev-" + std::to_string(round * 4 + d), Id(0), t, t).ok()) << round << "/" << d;
+    }
+    EXPECT_EQ(w.Check("dev-" + std::to_string(round * 4), Id(0), t, t).code(), StatusCode::kAlreadyExists);
+    EXPECT_LE(w.size(), 4u);
+  }
+  EXPECT_TRUE(w.Check("", "", now + 200'000, now + 200'000).ok());  // empty sender and id are values too
+  EXPECT_EQ(w.Check("", "", now + 200'000, now + 200'000).code(), StatusCode::kAlreadyExists);
 }
 
 TEST(ReplayWindowTest, ChecksWithAnOpenedEnvelopeAndClock) {

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "flotilla/core/file.h"
 #include "flotilla/protocol/testing/in_memory_transport.h"
 #include "flotilla/protocol/transport.h"
 
@@ -224,6 +225,98 @@ TEST_F(FakeTransportTest, FullQueueDropsMessagesButNeverTheLatestState) {
   sub->Drain();
   ASSERT_FALSE(states.empty());
   EXPECT_EQ(states.back(), ConnectionState::kDisconnected);
+}
+
+// ---- TransportInbox with a memory budget: payloads beyond it wait in a spool file ----
+
+Message Numbered(int producer, int i, size_t size) {
+  Message m;
+  m.topic = "fl/v1/d/dev-" + std::to_string(producer) + "/up/x";
+  m.payload.assign(size, static_cast<uint8_t>(i * 7 + producer));
+  m.payload[0] = static_cast<uint8_t>(i & 0xff);
+  m.payload[1] = static_cast<uint8_t>(i >> 8);
+  m.qos = 1;
+  m.response_topic = "r/" + std::to_string(i);
+  m.correlation_data = ToBytes("c" + std::to_string(i));
+  return m;
+}
+
+TEST(TransportInboxTest, ParksPayloadsBeyondTheBudgetAndDeliversAllInOrder) {
+  auto dir = TempDir::Create("inbox");
+  ASSERT_TRUE(dir.ok());
+  constexpr size_t kBudget = 10000;
+  TransportInbox inbox(1000, kBudget, dir->path());
+  for (int round = 0; round < 2; ++round) {  // the second round reuses the emptied spool
+    for (int i = 0; i < 200; ++i) {
+      ASSERT_TRUE(inbox.PushMessage(Numbered(0, i, 1000)));
+      ASSERT_LE(inbox.bytes_in_memory(), kBudget);
+    }
+    EXPECT_EQ(inbox.parked(), (round + 1) * (200u - kBudget / 1020));
+    std::vector<Message> got;
+    inbox.Dispatch(std::chrono::milliseconds(0), 1000, [&](const Message& m) { got.push_back(m); }, nullptr,
+                   ConnectionState::kConnected);
+    ASSERT_EQ(got.size(), 200u);
+    for (int i = 0; i < 200; ++i) {
+      const Message want = Numbered(0, i, 1000);
+      EXPECT_EQ(got[i].topic, want.topic);
+      EXPECT_EQ(got[i].payload, want.payload) << "message " << i;
+      EXPECT_EQ(got[i].qos, 1);
+      EXPECT_EQ(got[i].response_topic, want.response_topic);
+      EXPECT_EQ(got[i].correlation_data, want.correlation_data);
+    }
+    EXPECT_EQ(inbox.bytes_in_memory(), 0u);
+    EXPECT_EQ(inbox.dropped(), 0u);
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(dir->path()));  // the spool file is anonymous
+}
+
+TEST(TransportInboxTest, ConcurrentProducersStayWithinTheBudgetAndLoseNothing) {
+  constexpr size_t kBudget = 64 * 1024;
+  constexpr int kProducers = 4, kEach = 500;
+  TransportInbox inbox(100000, kBudget);
+  std::atomic<bool> over_budget{false};
+  std::vector<std::thread> producers;
+  for (int p = 0; p < kProducers; ++p) {
+    producers.emplace_back([&, p] {
+      for (int i = 0; i < kEach; ++i) {
+        EXPECT_TRUE(inbox.PushMessage(Numbered(p, i, 100 + (i * 37) % 3000)));
+        if (inbox.bytes_in_memory() > kBudget) over_budget = true;
+      }
+    });
+  }
+  std::vector<int> next(kProducers, 0);
+  int received = 0;
+  while (received < kProducers * kEach) {
+    inbox.Dispatch(std::chrono::milliseconds(100), 64, [&](const Message& m) {
+      const int p = m.topic[12] - '0';  // "fl/v1/d/dev-P/..."
+      const int i = m.payload[0] | (m.payload[1] << 8);
+      EXPECT_EQ(i, next[p]) << "producer " << p << " out of order";
+      next[p] = i + 1;
+      EXPECT_EQ(m.payload, Numbered(p, i, 100 + (i * 37) % 3000).payload);
+      ++received;
+    }, nullptr, ConnectionState::kConnected);
+  }
+  for (auto& t : producers) t.join();
+  EXPECT_FALSE(over_budget.load());
+  EXPECT_GT(inbox.parked(), 0u);
+  EXPECT_EQ(inbox.dropped(), 0u);
+}
+
+TEST(TransportInboxTest, WithoutAWritableSpoolMessagesStayInMemory) {
+  TransportInbox inbox(100, 1000, "/nonexistent/flotilla-inbox");
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(inbox.PushMessage(Numbered(0, i, 500)));
+  EXPECT_EQ(inbox.parked(), 0u);
+  EXPECT_GT(inbox.bytes_in_memory(), 1000u);  // over the budget rather than lost
+  int got = 0;
+  inbox.Dispatch(std::chrono::milliseconds(0), 100, [&](const Message& m) {
+    EXPECT_EQ(m.payload, Numbered(0, got, 500).payload);
+    ++got;
+  }, nullptr, ConnectionState::kConnected);
+  EXPECT_EQ(got, 20);
+
+  TransportInbox unlimited(100);  // no budget: nothing is ever parked
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(unlimited.PushMessage(Numbered(0, i, 5000)));
+  EXPECT_EQ(unlimited.parked(), 0u);
 }
 
 TEST_F(FakeTransportTest, UnsubscribeStopsDelivery) {

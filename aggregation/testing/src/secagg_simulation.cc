@@ -152,6 +152,7 @@ void SecAggSimulation::TrackHeldShares() {
   for (uint32_t u = 1; u <= n(); ++u) {
     const HeldShares h = server_->SharesHeldFor(u);
     max_both_kinds_held_ = std::max(max_both_kinds_held_, std::min(h.self_mask, h.mask_key));
+    max_shares_held_ = std::max({max_shares_held_, h.self_mask, h.mask_key});
   }
 }
 

@@ -262,6 +262,7 @@ Status RoundDriver::Impl::Transition(RoundState to, std::string_view reason,
 
 std::vector<ParticipantStage> RoundDriver::Impl::StageRows(std::string_view stage) const {
   std::vector<ParticipantStage> rows;
+  rows.reserve(round->cohort.size());
   for (uint32_t i = 1; i <= round->cohort.size(); ++i) {
     if (!round->expected[i]) continue;
     const char* st = round->answered[i] ? "ok" : round->declined[i] ? "declined" : round->gone[i] ? "aborted" : "dropped";
@@ -574,6 +575,7 @@ void RoundDriver::Impl::CloseSelection() {
   r.gone.assign(n + 1, 0);
 
   std::vector<ParticipantStage> rows;
+  rows.reserve(n);
   for (uint32_t i = 1; i <= n; ++i) rows.push_back({r.cohort[i - 1], i, "selected", "ok"});
   if (Status s = Transition(RoundState::kTraining, "", rows); !s.ok())
     return Fail(v1::ABORT_REASON_INTERNAL, "journal: " + s.message());
@@ -741,7 +743,7 @@ void RoundDriver::Impl::CloseStage() {
 void RoundDriver::Impl::Aggregate() {
   ActiveRound& r = *round;
   const auto t0 = clock.SteadyNow();
-  const std::vector<ParticipantStage> unmask_rows = StageRows("unmask");
+  std::vector<ParticipantStage> rows = StageRows("unmask");  // + the "aggregated" rows below
   auto out = r.server->Finish();
   if (!out.ok()) {
     return Fail(v1::ABORT_REASON_TOO_FEW_SURVIVORS, "SecAgg unmask: " + out.status().message());
@@ -778,7 +780,7 @@ void RoundDriver::Impl::Aggregate() {
   metrics.l2_norm_delta = std::sqrt(norm2);
   auto stored = options.adapters->Put(r.id, r.start.version, next, metrics);
   if (!stored.ok()) return Fail(v1::ABORT_REASON_INTERNAL, "storing the adapter: " + stored.status().message());
-  std::vector<ParticipantStage> rows = unmask_rows;
+  rows.reserve(rows.size() + r.cohort.size());
   std::set<uint32_t> u3(out->survivors.begin(), out->survivors.end());
   for (uint32_t i = 1; i <= r.cohort.size(); ++i) {
     rows.push_back({r.cohort[i - 1], i, "aggregated", u3.count(i) ? "survivor" : r.declined[i] ? "declined" : "dropped"});

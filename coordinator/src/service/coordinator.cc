@@ -123,6 +123,10 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Start(const CoordinatorConfig&
     topts.client_id = std::string(protocol::kCoordinatorId);
     topts.queue_capacity = 16384;  // a 1,000-device round's burst of uplink messages
     topts.max_publishes_in_flight = 64;  // a stage's burst of downlink messages
+    // A stage's burst of uplink messages (thousands of k-share responses) waits in a file
+    // beyond 1 MiB, so coordinator memory does not grow with the cohort (design note 21).
+    topts.queue_memory_budget = size_t{1} << 20;
+    topts.queue_spill_dir = config.data_dir;
     if (config.broker->uri.rfind("ssl://", 0) == 0) {
       topts.tls = protocol::MqttTlsOptions{config.broker->ca_file.string(), config.broker->cert_file.string(),
                                            config.broker->key_file.string(), true};

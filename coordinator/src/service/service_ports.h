@@ -24,7 +24,7 @@ namespace flotilla::coordinator::internal {
 // for unknown ids, PermissionDenied for revoked ones. Thread-safe.
 class EnrolledDeviceKeys final : public protocol::SignatureVerifier {
  public:
-  explicit EnrolledDeviceKeys(Store& store, size_t cache_capacity = 2048)
+  explicit EnrolledDeviceKeys(Store& store, size_t cache_capacity = 256)
       : store_(store), capacity_(std::max<size_t>(cache_capacity, 1)) {}
   Status Verify(std::string_view identity, ByteSpan message, ByteSpan signature) const override;
   // Enrolled and not revoked (the round engine's device_allowed).

@@ -849,6 +849,14 @@ Result<bool> Store::IsParticipant(std::string_view round_id, std::string_view de
   return st.Step();
 }
 
+Result<int64_t> Store::CountParticipants(std::string_view round_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  FLT_ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT count(*) FROM round_participants WHERE round_id = ?"));
+  st.Bind(1, round_id);
+  FLT_ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? st.ColumnInt(0) : 0;
+}
+
 Result<StageCounts> Store::CountParticipantsByStage(std::string_view round_id) {
   std::lock_guard<std::mutex> lock(mu_);
   FLT_ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT stage, status, count(*) FROM participant_stages WHERE "

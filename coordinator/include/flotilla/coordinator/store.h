@@ -307,6 +307,8 @@ class Store {
   Result<std::vector<ParticipantRecord>> ListParticipants(std::string_view round_id);
   Result<bool> IsParticipant(std::string_view round_id, std::string_view device_id);
   Result<StageCounts> CountParticipantsByStage(std::string_view round_id);
+  // Rows of round_participants (the cohort once selected), without reading them.
+  Result<int64_t> CountParticipants(std::string_view round_id);
 
   // ---- the round engine's journal (StoreRoundJournal, store_round_journal.h)
   // Records a round the engine starts (state created, `spec_json` set), or adopts a

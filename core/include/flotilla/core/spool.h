@@ -34,6 +34,9 @@ class Spool {
   Result<Bytes> Read(uint64_t offset, size_t size) const;
   // Bytes appended so far.
   uint64_t size() const;
+  // Empties the file and gives its blocks back: every offset handed out so far becomes
+  // invalid. For a caller that knows nothing it spooled is still needed.
+  Status Clear();
 
  private:
   explicit Spool(int fd) : fd_(fd) {}

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -60,6 +61,11 @@ struct MqttTransportOptions {
   std::optional<MqttTlsOptions> tls;  // required for ssl:// URIs
   size_t max_payload_size = kDefaultMaxPayloadBytes;
   size_t queue_capacity = 4096;  // events waiting for Poll(); beyond it messages drop (counted)
+  // 0: unlimited. N: payloads of messages waiting for Poll() stay in memory up to N bytes;
+  // beyond it they wait in an anonymous file in queue_spill_dir (empty: the system's
+  // temporary directory) — a burst from thousands of senders costs file pages, not heap.
+  size_t queue_memory_budget = 0;
+  std::filesystem::path queue_spill_dir;
   // Paho's cap on queued outgoing commands (default 100 → error -12 under load).
   int max_buffered_messages = 10000;
   // 0: unlimited. N: while connected, Publish waits until fewer than N of this client's

@@ -20,7 +20,10 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,6 +32,7 @@
 
 #include "flotilla/core/bounded_queue.h"
 #include "flotilla/core/bytes.h"
+#include "flotilla/core/spool.h"
 #include "flotilla/core/status.h"
 
 namespace flotilla::protocol {
@@ -82,6 +86,7 @@ struct TransportStats {
   uint64_t dropped_oversize = 0;   // inbound messages over max_payload_size(), never delivered
   uint64_t reconnects = 0;         // successful automatic reconnects
   uint64_t resubscribes = 0;       // filters re-sent after a reconnect without a session
+  uint64_t parked = 0;             // inbound payloads that waited in the spill file (queue_memory_budget)
 };
 
 using MessageHandler = std::function<void(const Message&)>;
@@ -213,8 +218,9 @@ struct TransportCounters {
   std::atomic<uint64_t> published{0}, publish_failures{0}, received{0}, dropped_oversize{0}, reconnects{0},
       resubscribes{0};
 
-  TransportStats Snapshot(uint64_t dropped_queue_full) const {
+  TransportStats Snapshot(uint64_t dropped_queue_full, uint64_t parked = 0) const {
     TransportStats s;
+    s.parked = parked;
     s.published = published.load();
     s.publish_failures = publish_failures.load();
     s.received = received.load();
@@ -228,12 +234,23 @@ struct TransportCounters {
 
 // The bounded event queue between network threads (producers, never blocked) and the
 // owner thread (Poll/Drain), with handler dispatch. Thread-safe.
+//
+// With a memory budget, the payloads of queued messages are held in memory only up to
+// that many bytes: a message arriving beyond it is parked in an anonymous spool file
+// (flotilla::Spool, in `spill_dir`) and read back when dispatched, so a burst of uplink
+// messages from thousands of devices costs file pages, not heap. Order is kept; the
+// spool is emptied whenever no parked message is left. If the spool cannot be written
+// the message is held in memory instead: a budget never loses a message.
 class TransportInbox {
  public:
-  explicit TransportInbox(size_t capacity) : queue_(capacity) {}
+  explicit TransportInbox(size_t capacity, size_t memory_budget = 0, std::filesystem::path spill_dir = {});
+  ~TransportInbox();
+  TransportInbox(const TransportInbox&) = delete;
+  TransportInbox& operator=(const TransportInbox&) = delete;
 
-  // Any thread; never blocks. False (and counted in dropped()) when the queue is full.
-  bool PushMessage(Message message) { return queue_.TryPush(Event(std::move(message))); }
+  // Any thread; never blocks on the owner. False (and counted in dropped()) when the
+  // queue is full.
+  bool PushMessage(Message message);
   // Any thread; never blocks. If the queue is full the event is coalesced: the next
   // Dispatch re-announces the then-current state, so the owner never misses the last one.
   void PushState(ConnectionState state, Status cause) {
@@ -243,28 +260,14 @@ class TransportInbox {
   // Owner thread: waits up to `timeout` for the first event, then dispatches up to
   // `max_events` in order. `current` is the state to re-announce after a coalesced drop.
   size_t Dispatch(std::chrono::milliseconds timeout, size_t max_events, const MessageHandler& on_message,
-                  const ConnectionStateHandler& on_state, ConnectionState current) {
-    size_t n = 0;
-    std::optional<Event> event = max_events > 0 ? queue_.PopFor(timeout) : std::nullopt;
-    while (event) {
-      ++n;
-      if (auto* m = std::get_if<Message>(&*event)) {
-        if (on_message) on_message(*m);
-      } else if (auto* s = std::get_if<StateEvent>(&*event)) {
-        if (on_state) on_state(s->state, s->cause);
-      }
-      if (n >= max_events) break;
-      event = queue_.TryPop();
-    }
-    if (state_lost_.exchange(false) && on_state) {
-      on_state(current, Status::Ok());
-      ++n;
-    }
-    return n;
-  }
+                  const ConnectionStateHandler& on_state, ConnectionState current);
 
-  // Events refused because the queue was full (a refused state event is coalesced, not lost).
-  uint64_t dropped() const { return queue_.dropped(); }
+  // Events refused because the queue was full (a refused state event is coalesced, not
+  // lost), plus parked messages that could not be read back.
+  uint64_t dropped() const { return queue_.dropped() + unreadable_.load(); }
+  // Payload bytes of queued messages held in memory now, and messages parked so far.
+  size_t bytes_in_memory() const;
+  uint64_t parked() const { return parked_total_.load(); }
   void Close() { queue_.Close(); }
 
  private:
@@ -272,9 +275,27 @@ class TransportInbox {
     ConnectionState state;
     Status cause;
   };
-  using Event = std::variant<Message, StateEvent>;
+  // A message whose payload waits in the spool.
+  struct Parked {
+    Message message;  // payload empty
+    uint64_t offset = 0;
+    size_t size = 0;
+  };
+  using Event = std::variant<Message, Parked, StateEvent>;
+  static size_t Cost(const Message& m) { return m.payload.size() + m.topic.size(); }
+  // Turns a Parked event back into its message; nullopt (counted) if the spool fails.
+  std::optional<Message> Unpark(Parked parked);
+
   BoundedQueue<Event> queue_;
   std::atomic<bool> state_lost_{false};
+  const size_t memory_budget_;  // 0: unlimited, nothing is parked
+  const std::filesystem::path spill_dir_;
+  mutable std::mutex spill_mu_;
+  std::unique_ptr<Spool> spool_;  // GUARDED_BY(spill_mu_); created on the first park
+  size_t in_memory_ = 0;          // GUARDED_BY(spill_mu_)
+  size_t parked_queued_ = 0;      // GUARDED_BY(spill_mu_)
+  bool spool_failed_ = false;     // GUARDED_BY(spill_mu_); stop trying after a failure
+  std::atomic<uint64_t> parked_total_{0}, unreadable_{0};
 };
 
 }  // namespace flotilla::protocol

@@ -151,7 +151,7 @@ struct MqttTransport::Impl {
     bool is_publish;
   };
 
-  explicit Impl(MqttTransportOptions o) : options(std::move(o)), inbox(options.queue_capacity) {}
+  explicit Impl(MqttTransportOptions o) : options(std::move(o)), inbox(options.queue_capacity, options.queue_memory_budget, options.queue_spill_dir) {}
 
   void OnConnected();
   void OnConnectFailed(const mqtt::token& tok);
@@ -604,7 +604,9 @@ size_t MqttTransport::Poll(std::chrono::milliseconds timeout, size_t max_events)
 
 ConnectionState MqttTransport::state() const { return impl_->state.load(); }
 
-TransportStats MqttTransport::stats() const { return impl_->counters.Snapshot(impl_->inbox.dropped()); }
+TransportStats MqttTransport::stats() const {
+  return impl_->counters.Snapshot(impl_->inbox.dropped(), impl_->inbox.parked());
+}
 
 size_t MqttTransport::max_payload_size() const { return impl_->options.max_payload_size; }
 const std::string& MqttTransport::client_id() const { return impl_->options.client_id; }

@@ -90,6 +90,8 @@ class SecAggSimulation {
   // Max over the run of min(server b shares, server key shares) for any owner: 0 means
   // the server never held both kinds for one client.
   size_t max_both_kinds_held() const { return max_both_kinds_held_; }
+  // Most shares of one kind the server held for any one owner during the unmask stage.
+  size_t max_shares_held() const { return max_shares_held_; }
   // Wall time client `index` spent in its own handlers (all stages), seconds.
   double client_seconds(uint32_t index) const { return client_seconds_[index]; }
 
@@ -111,6 +113,7 @@ class SecAggSimulation {
   std::map<uint32_t, v1::MaskedInput> withheld_;
   security::X25519KeyPair box_key_{};
   size_t max_both_kinds_held_ = 0;
+  size_t max_shares_held_ = 0;
   std::vector<double> client_seconds_;
 };
 
