@@ -49,6 +49,9 @@ struct ClientRecord {
   bool upload_in_flight = false;
   v1::AdvertiseKeys advert;
   Bytes consistency_signature;
+  // Its ShareKeys block in the share spool: one record per live neighbour at the time,
+  // in ascending neighbour order, from this record number on (only ever if in U2).
+  uint32_t first_share_record = 0;
   // Released shares, as record numbers in the unmask spool.
   std::vector<uint32_t> b_shares;  // of this client's b_u (only ever if in U3)
   std::vector<uint32_t> s_shares;  // of this client's mask key (only ever if in U2 \ U3)
@@ -178,7 +181,6 @@ struct SecAggServer::Impl {
   std::vector<ClientRecord> clients;                    // GUARDED_BY(mu); [0] unused
   std::set<std::string> seen_keys;                      // GUARDED_BY(mu)
   std::unique_ptr<Spool> share_spool;                   // ShareKeys records (kShareRecordBytes)
-  std::vector<std::vector<uint32_t>> inbox;             // GUARDED_BY(mu); per recipient: share records
   std::unique_ptr<Spool> unmask_spool;                  // released shares (kUnmaskRecordBytes)
   uint32_t unmask_records = 0;                          // GUARDED_BY(mu)
   Bytes unmask_key;                                     // 32 bytes, never leaves memory
@@ -211,7 +213,6 @@ struct SecAggServer::Impl {
         c.b_shares.clear();
         c.s_shares.clear();
       }
-      inbox.clear();
       internal::Wipe(unmask_key);
       FLT_LOG(kWarn, "secagg") << "round " << params.round_id << " aborted: " << status.message();
     }
@@ -299,7 +300,6 @@ Result<std::unique_ptr<SecAggServer>> SecAggServer::Open(SecAggServerOptions opt
   impl->crypto = options.crypto != nullptr ? options.crypto : &CoordinatorCryptoSuite();
   if (options.threads == 0) options.threads = std::max(1u, std::thread::hardware_concurrency());
   impl->clients.resize(size_t{params.n} + 1);
-  impl->inbox.resize(size_t{params.n} + 1);
   FLT_ASSIGN_OR_RETURN(impl->share_spool, Spool::Create(options.spool_dir));
   FLT_ASSIGN_OR_RETURN(impl->unmask_spool, Spool::Create(options.spool_dir));
   impl->unmask_key.resize(32);
@@ -402,31 +402,32 @@ Status SecAggServer::HandleShareKeys(const v1::ShareKeys& msg) {
     return InvalidArgumentError(where + ": " + std::to_string(msg.shares_size()) + " shares for " +
                                 std::to_string(expected.size()) + " neighbours");
   }
-  std::vector<bool> seen(expected.size(), false);
+  std::vector<const v1::EncryptedShare*> by_recipient(expected.size(), nullptr);
   for (const v1::EncryptedShare& e : msg.shares()) {
     auto it = std::lower_bound(expected.begin(), expected.end(), e.to());
     if (e.from() != msg.from() || it == expected.end() || *it != e.to()) {
       return InvalidArgumentError(where + ": share for " + std::to_string(e.to()) + " is not for a live neighbour");
     }
     const size_t i = static_cast<size_t>(it - expected.begin());
-    if (seen[i]) return InvalidArgumentError(where + ": two shares for " + std::to_string(e.to()));
-    seen[i] = true;
+    if (by_recipient[i] != nullptr) return InvalidArgumentError(where + ": two shares for " + std::to_string(e.to()));
+    by_recipient[i] = &e;
     if (e.ciphertext().size() != internal::kShareCiphertextBytes) {
       return InvalidArgumentError(where + ": share ciphertext of " + std::to_string(e.ciphertext().size()) +
                                   " bytes");
     }
   }
-  // One spool write for all of this sender's shares; the recipients keep record numbers.
+  // One spool write for all of this sender's shares, in ascending recipient order, so the
+  // server finds the share for v at v's place among the sender's live neighbours and
+  // keeps one record number per sender instead of n·k of them.
   Bytes block;
-  block.reserve(kShareRecordBytes * static_cast<size_t>(msg.shares_size()));
-  for (const v1::EncryptedShare& e : msg.shares()) {
+  block.reserve(kShareRecordBytes * by_recipient.size());
+  for (const v1::EncryptedShare* e : by_recipient) {
     for (int k = 0; k < 4; ++k) block.push_back(static_cast<uint8_t>(msg.from() >> (8 * k)));
-    block.insert(block.end(), e.ciphertext().begin(), e.ciphertext().end());
+    block.insert(block.end(), e->ciphertext().begin(), e->ciphertext().end());
   }
   FLT_ASSIGN_OR_RETURN(const uint64_t at, s.share_spool->Append(block));
   if ((at + block.size()) / kShareRecordBytes > UINT32_MAX) return ResourceExhaustedError(where + ": share spool full");
-  auto record = static_cast<uint32_t>(at / kShareRecordBytes);
-  for (const v1::EncryptedShare& e : msg.shares()) s.inbox[e.to()].push_back(record++);
+  c.first_share_record = static_cast<uint32_t>(at / kShareRecordBytes);
   c.shared = true;
   return Status::Ok();
 }
@@ -457,11 +458,20 @@ Result<v1::ForwardedShares> SecAggServer::ForwardedSharesFor(uint32_t v) const {
   msg.set_round_id(s.params.round_id);
   msg.set_to(v);
   Bytes record(kShareRecordBytes);
-  for (uint32_t r : s.inbox[v]) {
-    FLT_RETURN_IF_ERROR(s.share_spool->ReadInto(uint64_t{r} * kShareRecordBytes, record));
-    uint32_t from = 0;
-    for (int k = 0; k < 4; ++k) from |= uint32_t{record[k]} << (8 * k);
-    if (!s.clients[from].shared) continue;  // cannot happen: only U2 members' shares are kept
+  for (uint32_t from : s.params.graph->Neighbours(v)) {
+    const ClientRecord& w = s.clients[from];
+    if (!w.shared || !s.params.graph->AreNeighbours(from, v)) continue;
+    // v's place in the sender's block: its live (advertised) neighbours below v. The set
+    // is fixed since the advertise stage closed, so this is the order it wrote.
+    uint32_t place = 0;
+    for (uint32_t x : s.params.graph->Neighbours(from)) {
+      if (x >= v) break;
+      if (s.clients[x].advertised) ++place;
+    }
+    FLT_RETURN_IF_ERROR(s.share_spool->ReadInto(uint64_t{w.first_share_record + place} * kShareRecordBytes, record));
+    uint32_t stored_from = 0;
+    for (int k = 0; k < 4; ++k) stored_from |= uint32_t{record[k]} << (8 * k);
+    if (stored_from != from) return InternalError("forwarded shares: share spool out of step");
     v1::EncryptedShare* e = msg.add_shares();
     e->set_from(from);
     e->set_to(v);
@@ -531,8 +541,6 @@ Result<MaskedInputClosed> SecAggServer::CloseMaskedInput() {
   }
   s.survivors_bitmap = internal::EncodeBitmap(members);
   if (s.hardened()) {
-    s.inbox.clear();
-    s.inbox.shrink_to_fit();
     v1::ConsistencyCheckRequest req;
     req.set_round_id(s.params.round_id);
     req.set_n(s.n());
@@ -541,8 +549,6 @@ Result<MaskedInputClosed> SecAggServer::CloseMaskedInput() {
     return out;
   }
   for (uint32_t u : out.recipients) s.clients[u].unmask_requested = true;
-  s.inbox.clear();  // the shares in flight are delivered (or never will be)
-  s.inbox.shrink_to_fit();
   return out;
 }
 
