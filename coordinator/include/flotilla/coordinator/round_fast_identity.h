@@ -3,7 +3,8 @@
 // cheaper than mbedTLS per operation, which matters when one coordinator verifies every
 // message of a 1,000-device round. Signatures are the same format as security::EcdsaSigner
 // (ECDSA over SHA-256, DER) and the two interoperate both ways (round_fast_identity_test).
-// TODO(lead): this belongs in security/src/platform/openssl next to the AES-CTR backend.
+// It lives with the round driver, its only production user (design note 16); if devices
+// ever need it, its place is security/src/platform/openssl next to the AES-CTR backend.
 #pragma once
 
 #include <map>
