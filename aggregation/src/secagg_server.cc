@@ -47,7 +47,11 @@ struct ClientRecord {
   bool unmask_requested = false;
   bool responded = false;
   bool upload_in_flight = false;
-  v1::AdvertiseKeys advert;
+  // Its advert, compactly: the keys, plus (hardened only) the signed message neighbours
+  // verify. A curious advert is rebuilt from the keys when forwarded.
+  security::X25519Key pk_c{};
+  security::X25519Key pk_s{};
+  std::unique_ptr<v1::AdvertiseKeys> signed_advert;
   Bytes consistency_signature;
   // Its ShareKeys block in the share spool: one record per live neighbour at the time,
   // in ascending neighbour order, from this record number on (only ever if in U2).
@@ -179,7 +183,7 @@ struct SecAggServer::Impl {
   Status abort_status;                                  // GUARDED_BY(mu)
   v1::AbortReason abort_reason = v1::ABORT_REASON_UNSPECIFIED;  // GUARDED_BY(mu)
   std::vector<ClientRecord> clients;                    // GUARDED_BY(mu); [0] unused
-  std::set<std::string> seen_keys;                      // GUARDED_BY(mu)
+  std::set<security::X25519Key> seen_keys;              // GUARDED_BY(mu)
   std::unique_ptr<Spool> share_spool;                   // ShareKeys records (kShareRecordBytes)
   std::unique_ptr<Spool> unmask_spool;                  // released shares (kUnmaskRecordBytes)
   uint32_t unmask_records = 0;                          // GUARDED_BY(mu)
@@ -345,13 +349,17 @@ Status SecAggServer::HandleAdvertiseKeys(const v1::AdvertiseKeys& msg) {
   if (s.state != ServerState::kCollectingAdverts) return FailedPreconditionError(where + ": advert stage is closed");
   ClientRecord& c = s.clients[msg.index()];
   if (c.advertised) return AlreadyExistsError(where + ": already advertised");
-  if (s.seen_keys.count(msg.pk_c()) != 0 || s.seen_keys.count(msg.pk_s()) != 0) {
+  const security::X25519Key pk_c = internal::KeyFromBytes(msg.pk_c());
+  const security::X25519Key pk_s = internal::KeyFromBytes(msg.pk_s());
+  if (s.seen_keys.count(pk_c) != 0 || s.seen_keys.count(pk_s) != 0) {
     return InvalidArgumentError(where + ": public key already used by another client");
   }
-  s.seen_keys.insert(msg.pk_c());
-  s.seen_keys.insert(msg.pk_s());
+  s.seen_keys.insert(pk_c);
+  s.seen_keys.insert(pk_s);
   c.advertised = true;
-  c.advert = msg;
+  c.pk_c = pk_c;
+  c.pk_s = pk_s;
+  if (s.hardened()) c.signed_advert = std::make_unique<v1::AdvertiseKeys>(msg);
   return Status::Ok();
 }
 
@@ -378,7 +386,17 @@ Result<v1::NeighbourKeys> SecAggServer::NeighbourKeysFor(uint32_t u) const {
   v1::NeighbourKeys msg;
   msg.set_round_id(s.params.round_id);
   for (uint32_t v : s.params.graph->Neighbours(u)) {
-    if (s.clients[v].advertised) *msg.add_adverts() = s.clients[v].advert;
+    const ClientRecord& c = s.clients[v];
+    if (!c.advertised) continue;
+    v1::AdvertiseKeys* a = msg.add_adverts();
+    if (c.signed_advert != nullptr) {
+      *a = *c.signed_advert;
+    } else {
+      a->set_round_id(s.params.round_id);
+      a->set_index(v);
+      a->set_pk_c(c.pk_c.data(), c.pk_c.size());
+      a->set_pk_s(c.pk_s.data(), c.pk_s.size());
+    }
   }
   return msg;
 }
@@ -742,7 +760,7 @@ Result<AggregateOutput> SecAggServer::Finish() {
     security::X25519Key sk;
     std::memcpy(sk.data(), key_bytes.data(), sk.size());
     internal::Wipe(key_bytes);
-    const std::string& pk_s_w = s.clients[w].advert.pk_s();
+    const security::X25519Key& pk_s_w = s.clients[w].pk_s;
     FLT_ASSIGN_OR_RETURN(security::X25519Key pk, s.crypto->PublicFromPrivate(sk));
     if (std::memcmp(pk.data(), pk_s_w.data(), pk.size()) != 0) {
       return DataLossError("finish: reconstructed mask key of " + std::to_string(w) + " does not match its advert");
@@ -752,15 +770,15 @@ Result<AggregateOutput> SecAggServer::Finish() {
     for (uint32_t v : s.params.graph->Neighbours(w)) {
       if (!s.clients[v].masked) continue;
       alive.push_back(v);
-      peers.push_back(internal::KeyFromBytes(s.clients[v].advert.pk_s()));
+      peers.push_back(s.clients[v].pk_s);
     }
     std::vector<security::X25519Key> shared(peers.size());
     FLT_RETURN_IF_ERROR(s.crypto->AgreeMany(sk, peers, shared));
     for (size_t j = 0; j < alive.size(); ++j) {
       const uint32_t v = alive[j];
       MaskStream ms;
-      FLT_ASSIGN_OR_RETURN(ms.seed, internal::PairwiseMaskSeed(shared[j], s.params.sid, w, AsBytes(pk_s_w), v,
-                                                               AsBytes(s.clients[v].advert.pk_s())));
+      FLT_ASSIGN_OR_RETURN(ms.seed, internal::PairwiseMaskSeed(shared[j], s.params.sid, w, pk_s_w, v,
+                                                               s.clients[v].pk_s));
       internal::Wipe(shared[j]);
       ms.subtract = v < w;  // v added +PRG(s_vw) iff v < w
       pair_streams[i].push_back(ms);

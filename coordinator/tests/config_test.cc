@@ -13,7 +13,7 @@ TEST(ConfigTest, ParsesAFullConfigAndResolvesRelativePaths) {
     "broker": {"uri": "ssl://127.0.0.1:8883"},
     "enrolment": {"require_token": true},
     "round_defaults": {"group": "eu", "min_cohort": 3},
-    "metrics_flush_seconds": 5})",
+    "metrics_flush_seconds": 5, "store_cache_kib": 4096})",
                                   "/srv/flotilla");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->data_dir, "/srv/flotilla/data");
@@ -27,6 +27,7 @@ TEST(ConfigTest, ParsesAFullConfigAndResolvesRelativePaths) {
   EXPECT_TRUE(c->enrolment.require_token);
   EXPECT_NE(c->round_defaults_json.find("\"min_cohort\":3"), std::string::npos);
   EXPECT_EQ(c->metrics_flush_seconds, 5);
+  EXPECT_EQ(c->store_cache_kib, 4096);
 }
 
 TEST(ConfigTest, MinimalConfigHasDefaultsAndNoBroker) {
@@ -35,6 +36,7 @@ TEST(ConfigTest, MinimalConfigHasDefaultsAndNoBroker) {
   EXPECT_EQ(c->http_port, 8080);
   EXPECT_FALSE(c->broker.has_value());
   EXPECT_FALSE(c->enrolment.require_token);
+  EXPECT_EQ(c->store_cache_kib, 1024);
 }
 
 TEST(ConfigTest, RefusesBadInputWithTheKeyInTheMessage) {
@@ -50,6 +52,8 @@ TEST(ConfigTest, RefusesBadInputWithTheKeyInTheMessage) {
       {R"({"data_dir": "d", "broker": {"uri": "ssl://x:1"}})", "broker"},
       {R"({"data_dir": "d", "enrolment": {"require_token": "yes"}})", "require_token"},
       {R"({"data_dir": "d", "round_defaults": 3})", "round_defaults"},
+      {R"({"data_dir": "d", "store_cache_kib": 10})", "store_cache_kib"},
+      {R"({"data_dir": "d", "store_cache_kib": "1M"})", "store_cache_kib"},
   };
   for (const auto& [text, needle] : cases) {
     auto c = ParseCoordinatorConfig(text, "/x");

@@ -46,6 +46,30 @@ TEST(SqliteTest, MigratesOnceAndRoundTripsValues) {
   EXPECT_TRUE((*db)->IntegrityCheck().ok());
 }
 
+TEST(SqliteTest, CacheLimitIsAppliedAndValidated) {
+  auto dir = TempDir::Create();
+  ASSERT_TRUE(dir.ok());
+  auto cache_size = [](Database& db) {
+    auto q = db.Prepare("PRAGMA cache_size");
+    EXPECT_TRUE(q.ok());
+    EXPECT_TRUE(*q->Step());
+    return q->ColumnInt(0);
+  };
+  OpenOptions o;
+  o.cache_kib = 768;
+  auto db = Database::Open(dir->path() / "a.db", o);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  EXPECT_EQ(cache_size(**db), -768);  // negative: a limit in KiB, not pages
+  auto plain = Database::Open(dir->path() / "b.db");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(cache_size(**plain), -2000);  // SQLite's default untouched
+  o.cache_kib = -1;
+  auto bad = Database::Open(dir->path() / "c.db", o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(std::filesystem::exists(dir->path() / "c.db"));
+}
+
 TEST(SqliteTest, FailedTransactionRollsBackAndNewerSchemaIsRefused) {
   auto dir = TempDir::Create();
   ASSERT_TRUE(dir.ok());

@@ -53,7 +53,7 @@ Result<CoordinatorConfig> ParseCoordinatorConfig(std::string_view text, const fs
   if (root.is_discarded()) return InvalidArgumentError("config: not valid JSON");
   if (!root.is_object()) return InvalidArgumentError("config: must be a JSON object");
   static const char* kKnown[] = {"data_dir", "pki_dir", "http",   "broker", "enrolment", "round_defaults",
-                                 "rounds",   "ota",     "metrics_flush_seconds"};
+                                 "rounds",   "ota",     "metrics_flush_seconds", "store_cache_kib"};
   for (const auto& [k, v] : root.items()) {
     bool known = false;
     for (const char* name : kKnown) known = known || k == name;
@@ -63,6 +63,8 @@ Result<CoordinatorConfig> ParseCoordinatorConfig(std::string_view text, const fs
   FLT_ASSIGN_OR_RETURN(std::string data_dir, GetString(root, "data_dir", "", ""));
   if (data_dir.empty()) return Bad("data_dir", "is required");
   c.data_dir = Resolve(base_dir, data_dir);
+  FLT_ASSIGN_OR_RETURN(int64_t cache_kib, GetInt(root, "store_cache_kib", "", c.store_cache_kib, 64, 1 << 20));
+  c.store_cache_kib = static_cast<int>(cache_kib);
   FLT_ASSIGN_OR_RETURN(std::string pki_dir, GetString(root, "pki_dir", "", ""));
   c.pki_dir = Resolve(base_dir, pki_dir);
 

@@ -86,7 +86,9 @@ RolloutManager* Coordinator::rollouts() { return ota_ ? ota_->manager.get() : nu
 Result<std::unique_ptr<Coordinator>> Coordinator::Start(const CoordinatorConfig& config) {
   std::unique_ptr<Coordinator> c(new Coordinator());
   c->config_ = config;
-  FLT_ASSIGN_OR_RETURN(c->store_, Store::Open(config.data_dir));
+  StoreOptions so;
+  so.cache_kib = config.store_cache_kib;
+  FLT_ASSIGN_OR_RETURN(c->store_, Store::Open(config.data_dir, so));
   FLT_RETURN_IF_ERROR(c->metrics_.LoadFrom(*c->store_));
   c->journal_ = std::make_unique<StoreRoundJournal>(*c->store_);
   FLT_ASSIGN_OR_RETURN(std::optional<rounds::RoundState> crash_after, CrashPointFromEnv());

@@ -221,6 +221,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::filesystem::path& data_dir
   if (ec) return UnavailableError("store: cannot create " + data_dir.string() + ": " + ec.message());
   sqlite::OpenOptions oo;
   oo.synchronous_full = options.synchronous_full;
+  oo.cache_kib = options.cache_kib;
   FLT_ASSIGN_OR_RETURN(auto db, sqlite::Database::Open(data_dir / "coordinator.db", oo));
   FLT_RETURN_IF_ERROR(db->Migrate(internal::kMigrations).WithContext("migrating " + (data_dir / "coordinator.db").string()));
   FLT_ASSIGN_OR_RETURN(auto artifacts, ArtifactStore::Open(data_dir / "artifacts"));

@@ -57,6 +57,9 @@ struct CoordinatorConfig {
   int round_schedule_seconds = 0;          // start a round this often when idle (0: on demand)
   std::optional<OtaServiceConfig> ota;
   int metrics_flush_seconds = 10;
+  // SQLite page cache of coordinator.db, KiB. Bounded either way; 1 MiB keeps a busy
+  // coordinator's memory flat across fleet sizes (design note 22).
+  int store_cache_kib = 1024;
 };
 
 // Parses and validates; InvalidArgument naming the offending key. `base_dir` resolves

@@ -225,6 +225,7 @@ struct StoreOptions {
   Clock* clock = nullptr;         // default RealClock()
   Random* random = nullptr;       // default OsRandom() (tokens, upload secrets, round ids)
   bool synchronous_full = true;   // fsync every commit (off only in benchmarks)
+  int cache_kib = 0;              // SQLite page cache limit (0: SQLite's default, 2,000 KiB)
 };
 
 class Store {

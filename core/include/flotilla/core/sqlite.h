@@ -70,6 +70,10 @@ struct OpenOptions {
   bool synchronous_full = true;   // synchronous=FULL (else NORMAL)
   int busy_timeout_ms = 5000;
   bool foreign_keys = true;
+  // Page cache limit in KiB (PRAGMA cache_size=-N); 0 keeps SQLite's default (2,000 KiB).
+  // The cache fills up to this limit as the file grows, so it is part of a long-running
+  // process's steady memory.
+  int cache_kib = 0;
 };
 
 // One migration: applied in order when the recorded version (PRAGMA user_version, or the

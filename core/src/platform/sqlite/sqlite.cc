@@ -99,6 +99,7 @@ Bytes Statement::ColumnBlob(int col) const {
 bool Statement::ColumnIsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
 
 Result<std::unique_ptr<Database>> Database::Open(const std::filesystem::path& path, const OpenOptions& options) {
+  if (options.cache_kib < 0) return InvalidArgumentError("sqlite: negative cache_kib for " + path.string());
   std::unique_ptr<Database> db(new Database());
   db->path_ = path;
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
@@ -110,6 +111,7 @@ Result<std::unique_ptr<Database>> Database::Open(const std::filesystem::path& pa
   if (options.wal) FLT_RETURN_IF_ERROR(db->Exec("PRAGMA journal_mode=WAL"));
   FLT_RETURN_IF_ERROR(db->Exec(options.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
   if (options.foreign_keys) FLT_RETURN_IF_ERROR(db->Exec("PRAGMA foreign_keys=ON"));
+  if (options.cache_kib > 0) FLT_RETURN_IF_ERROR(db->Exec("PRAGMA cache_size=-" + std::to_string(options.cache_kib)));
   return db;
 }
 
