@@ -25,6 +25,7 @@ struct SimulateFlags {
   std::string trainer = "engine";
   std::string dropouts;
   std::string profile = "hardened";
+  std::string lora_mode = "frozen_a";
   int check_in_s = 20;
   int training_s = 180;
   int stage_s = 60;
@@ -80,6 +81,7 @@ int RunSimulate(SimulateFlags& f) {
     std::fprintf(stderr, "error: --secagg-profile must be hardened or curious\n");
     return 2;
   }
+  o.lora_mode = f.lora_mode == "fedit" ? v1::LORA_MODE_FEDIT : v1::LORA_MODE_FROZEN_A;
   auto drops = simulator::ParseDropouts(f.dropouts);
   if (!drops.ok()) {
     std::fprintf(stderr, "error: %s\n", drops.status().message().c_str());
@@ -153,6 +155,9 @@ CommandRegistration reg("simulate", [](CLI::App& root) {
   cmd->add_option("--seq", o.seq_len, "Tokens per training sequence")->capture_default_str();
   cmd->add_option("--rank", o.lora_rank, "LoRA rank")->capture_default_str();
   cmd->add_option("--alpha", o.lora_alpha, "LoRA alpha")->capture_default_str();
+  cmd->add_option("--lora-mode", f->lora_mode, "frozen_a (train B) or fedit (train and average A and B)")
+      ->check(CLI::IsMember({"frozen_a", "fedit"}))
+      ->capture_default_str();
   cmd->add_option("--targets", o.lora_targets, "LoRA targets: q,k,v,o,gate,up,down | attn | all")->capture_default_str();
   cmd->add_option("--samples", o.samples_per_device, "Synthetic samples per device")->capture_default_str();
   cmd->add_option("--held-out", o.held_out_fraction, "Held-out fraction of each device's samples")->capture_default_str();

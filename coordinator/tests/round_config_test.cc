@@ -43,6 +43,7 @@ TEST(RoundConfigTest, BadConfigsNameTheKey) {
   };
   for (const Case& c : {Case{R"({"min_cohort": 1})", "min_cohort"}, Case{R"({"rank": 4})", "rank"},
                         Case{R"({"profile": "paranoid"})", "profile"}, Case{R"({"lora_targets": "q,x"})", "lora_targets"},
+                        Case{R"({"lora_mode": "fedavg"})", "lora_mode"}, Case{R"({"lora_mode": 2})", "lora_mode"},
                         Case{R"({"min_cohort": 9, "target_cohort": 4})", "min_cohort"},
                         Case{R"({"base_model": {"version": "b", "sha256": "12"}})", "base_model.sha256"},
                         Case{R"({"base_model_path": "/m.gguf"})", "base_model_path"}, Case{"[1]", "config"}}) {
@@ -83,6 +84,16 @@ TEST(RoundConfigTest, ABaseModelPathGivesTheBaseHashAndTheLoraBLength) {
   const rounds::RoundSpec s = Must(RoundSpecFromConfig("{}", d.json, "r"));
   EXPECT_EQ(s.base_model.version(), "tiny-base");
   EXPECT_EQ(ToHex(AsBytes(s.base_model.sha256())), Must(model::ModelFileSha256(path)));
+
+  // FedIT: A is trainable too, [rank x in] per target and layer (in = dim for q and v).
+  const RoundDefaults fedit = Must(ResolveRoundDefaults(nlohmann::json{{"base_model_path", path.string()},
+                                                                       {"lora_rank", 2},
+                                                                       {"lora_targets", "q,v"},
+                                                                       {"lora_mode", "fedit"}}
+                                                            .dump()));
+  EXPECT_EQ(fedit.initial_adapter_length,
+            static_cast<size_t>(mc.n_layers * ((mc.dim + mc.kv_dim()) * 2 + 2 * (2 * mc.dim))));
+  EXPECT_EQ(Must(RoundSpecFromConfig("{}", fedit.json, "r")).training.mode(), v1::LORA_MODE_FEDIT);
 }
 
 }  // namespace

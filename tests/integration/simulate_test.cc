@@ -16,6 +16,8 @@
 #include "flotilla/coordinator/store.h"
 #include "flotilla/core/file.h"
 #include "flotilla/core/log.h"
+#include "flotilla/model/llama_model.h"
+#include "flotilla/model/lora.h"
 #include "flotilla/simulator/fleet.h"
 
 namespace flotilla::simulator {
@@ -75,6 +77,30 @@ class SimulateTest : public ::testing::Test {
     delete model_;
     delete dir_;
   }
+  // Engine-trainer fleet of `devices` on the pretrained base: 3 rounds of `cohort`,
+  // 8 local steps at lr 1e-2, rank 8, every device evaluated.
+  static FleetOptions EngineFleet(const char* run, uint32_t devices, uint32_t cohort, uint64_t seed) {
+    FleetOptions o;
+    o.out_dir = dir_->path() / run;
+    o.devices = devices;
+    o.rounds = 3;
+    o.cohort = cohort;
+    o.local_steps = 8;
+    o.learning_rate = 1e-2f;
+    o.lora_rank = 8;
+    o.lora_alpha = 16;
+    o.seq_len = 32;
+    o.samples_per_device = 48;
+    o.model = *model_;
+    o.worker_threads = 2;
+    o.eval_devices = 0;  // all
+    o.eval_windows = 0;
+    o.check_in_timeout = std::chrono::seconds(10);
+    o.progress = false;
+    o.seed = seed;
+    return o;
+  }
+
   static TempDir* dir_;
   static fs::path* model_;
 };
@@ -83,24 +109,7 @@ fs::path* SimulateTest::model_ = nullptr;
 
 TEST_F(SimulateTest, EngineFleetCompletesRoundsAndImprovesHeldOutPerplexity) {
   SumRecorder rec;
-  FleetOptions o;
-  o.out_dir = dir_->path() / "engine-run";
-  o.devices = 50;
-  o.rounds = 3;
-  o.cohort = 20;
-  o.local_steps = 8;
-  o.learning_rate = 1e-2f;
-  o.lora_rank = 8;
-  o.lora_alpha = 16;
-  o.seq_len = 32;
-  o.samples_per_device = 48;
-  o.model = *model_;
-  o.worker_threads = 2;
-  o.eval_devices = 0;  // all 50
-  o.eval_windows = 0;
-  o.check_in_timeout = std::chrono::seconds(10);
-  o.progress = false;
-  o.seed = 11;
+  FleetOptions o = EngineFleet("engine-run", 50, 20, 11);
   rec.Install(o);
   Result<SimulationReport> report = RunSimulation(o);
   ASSERT_TRUE(report.ok()) << report.status().ToString();
@@ -165,6 +174,61 @@ TEST_F(SimulateTest, EngineFleetCompletesRoundsAndImprovesHeldOutPerplexity) {
   EXPECT_FALSE(std::filesystem::exists(o.out_dir / "round_journal.db"));
   Status invariants = (*store)->CheckRoundInvariants();
   EXPECT_TRUE(invariants.ok()) << invariants.ToString();
+}
+
+// FedIT: A and B both trained on the devices and averaged separately by the same
+// SecAgg+ sum. The first round starts from the initial (all-zero) adapter, so every
+// device starts A from the seeded values and the new global A is their average near it.
+TEST_F(SimulateTest, FedItFleetAveragesBothFactorsAndImprovesHeldOutPerplexity) {
+  SumRecorder rec;
+  FleetOptions o = EngineFleet("fedit-run", 30, 15, 23);
+  o.lora_targets = "q,k,v,o";
+  o.lora_mode = v1::LORA_MODE_FEDIT;
+  rec.Install(o);
+  Result<SimulationReport> report = RunSimulation(o);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_EQ(report->rounds.size(), 3u);
+  ASSERT_TRUE(report->initial_eval.has_value());
+  std::printf("base: %s\n", FormatPerplexity(*report->initial_eval).c_str());
+  for (const RoundReport& r : report->rounds) {
+    std::printf("%s\n", FormatRoundLine(r, 3).c_str());
+    EXPECT_EQ(r.state, "published") << r.reason;
+    EXPECT_GE(r.survivors, 8u);
+    ASSERT_TRUE(r.eval.has_value());
+  }
+  EXPECT_LT(report->rounds.back().eval->pooled, 0.985 * report->initial_eval->pooled);
+  rec.Check();
+
+  // The vector is A and B of every (layer, target): the FedIT adapter, not B alone.
+  auto base = model::LlamaModel::Open(*model_);
+  ASSERT_TRUE(base.ok());
+  model::LoraConfig lc;
+  lc.rank = 8;
+  lc.alpha = 16;
+  lc.targets = {model::Projection::kQ, model::Projection::kK, model::Projection::kV, model::Projection::kO};
+  lc.a_seed = FrozenASeedForRun(o.seed);
+  model::LoraAdapter seeded = model::LoraAdapter::Create((*base)->config(), lc).value();
+  lc.frozen_a = false;
+  const std::vector<float> start =
+      model::MakeLoraAdapter((*base)->config(), lc, seeded.matrices()).value().FlattenTrainable();
+  std::lock_guard<std::mutex> lock(rec.mu);
+  ASSERT_EQ(rec.rounds.size(), 3u);
+  const rounds::RoundTestRecord& first = rec.rounds[0];
+  ASSERT_EQ(first.next.size(), start.size());
+  size_t a_moved = 0, a_values = 0;
+  for (size_t i = 0; i < start.size(); ++i) {
+    EXPECT_EQ(first.previous[i], 0.0f);
+    // Each device moved each value by at most ~lr per step from the seeded start; so does
+    // their weighted mean (plus the fixed-point step).
+    EXPECT_NEAR(first.next[i], start[i], o.local_steps * static_cast<double>(o.learning_rate) * 1.01 + 1e-3) << i;
+    if (start[i] != 0.0f) {
+      ++a_values;
+      a_moved += first.next[i] != start[i];
+    }
+  }
+  EXPECT_GT(a_values, start.size() / 3);
+  EXPECT_GT(a_moved, a_values / 2);  // A was trained and averaged, not just carried
+  for (size_t k = 1; k < rec.rounds.size(); ++k) EXPECT_EQ(rec.rounds[k].previous, rec.rounds[k - 1].next);
 }
 
 TEST_F(SimulateTest, DropoutsAtEveryStageStillGiveTheSurvivorsExactSum) {

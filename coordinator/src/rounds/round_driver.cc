@@ -443,8 +443,6 @@ Result<std::string> RoundDriver::StartRound(RoundSpec spec) {
   if (spec.base_model.sha256().size() != 32) return InvalidArgumentError("round spec: base model sha256 must be 32 bytes");
   if (spec.target_cohort < 2 || spec.min_cohort < 2 || spec.min_cohort > spec.target_cohort)
     return InvalidArgumentError("round spec: need 2 <= min_cohort <= target_cohort");
-  if (spec.training.mode() == v1::LORA_MODE_FEDIT)
-    return UnimplementedError("round spec: FedIT rounds are not driven yet (frozen-A only)");
   FLT_ASSIGN_OR_RETURN(GlobalAdapter current, s.options.adapters->Current());
   if (current.values.empty()) return FailedPreconditionError("the current adapter has no trainable values");
   if (spec.round_id.empty()) {
@@ -519,6 +517,9 @@ void RoundDriver::Impl::CloseSelection() {
   pool.resize(n);
   r.cohort = std::move(pool);
   for (uint32_t i = 0; i < n; ++i) r.index_of[r.cohort[i]] = i + 1;
+  // Sized with the cohort: a failure from here on (Fail) walks the cohort.
+  r.declined.assign(n + 1, 0);
+  r.gone.assign(n + 1, 0);
 
   auto current = options.adapters->Current();
   if (!current.ok()) return Fail(v1::ABORT_REASON_INTERNAL, "no current adapter: " + current.status().message());
@@ -571,8 +572,6 @@ void RoundDriver::Impl::CloseSelection() {
   r.training.set_adapter_url(r.start.url);
   r.training.set_adapter_sha256(r.start.sha256.data(), r.start.sha256.size());
   r.training.set_trainable_length(r.start.values.size());
-  r.declined.assign(n + 1, 0);
-  r.gone.assign(n + 1, 0);
 
   std::vector<ParticipantStage> rows;
   rows.reserve(n);

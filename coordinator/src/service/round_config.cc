@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "flotilla/coordinator/lora_targets.h"
+#include "flotilla/core/random.h"
 #include "flotilla/model/adapter_file.h"
 #include "flotilla/model/llama_model.h"
 #include "flotilla/model/lora.h"
@@ -24,7 +25,7 @@ constexpr std::string_view kKnownKeys[] = {
     "stage_timeout_seconds", "profile",   "max_colluding_fraction", "max_dropout_rate",  "bit_width",
     "clip_bound",     "min_survivors",    "lora_rank",       "lora_alpha",               "lora_targets",
     "frozen_a_seed",  "local_steps",      "learning_rate",   "gradient_clip",            "batch_size",
-    "max_examples",   "base_model",       "base_model_path", "initial_adapter_length",
+    "max_examples",   "base_model",       "base_model_path", "initial_adapter_length",   "lora_mode",
 };
 
 Status CheckKeys(const json& j) {
@@ -80,6 +81,7 @@ struct LoraSettings {
   double alpha = 2.0 * kDefaultRank;
   std::vector<model::Projection> targets;
   uint64_t seed = kDefaultFrozenASeed;
+  bool fedit = false;  // lora_mode "fedit": A trained and averaged too
 };
 
 Result<LoraSettings> ReadLora(const json& j) {
@@ -92,6 +94,9 @@ Result<LoraSettings> ReadLora(const json& j) {
   s.targets = std::move(*parsed);
   FLT_ASSIGN_OR_RETURN(int64_t seed, Int(j, "frozen_a_seed", static_cast<int64_t>(kDefaultFrozenASeed), 0, INT64_MAX));
   s.seed = static_cast<uint64_t>(seed);
+  FLT_ASSIGN_OR_RETURN(std::string mode, Str(j, "lora_mode", "frozen_a"));
+  if (mode != "frozen_a" && mode != "fedit") return Bad("lora_mode", "must be \"frozen_a\" or \"fedit\"");
+  s.fedit = mode == "fedit";
   return s;
 }
 
@@ -111,16 +116,17 @@ Result<RoundDefaults> ResolveRoundDefaults(std::string_view defaults_json) {
       j["base_model"] = json{{"version", std::filesystem::path(path).stem().string()}, {"sha256", *sha}};
     }
     if (initial == 0) {
-      // The frozen-A adapter's trainable values (B of every target) for this model.
+      // The adapter's trainable values for this model: B of every target (frozen A), or
+      // A and B (FedIT). Only the count matters here.
       auto m = model::LlamaModel::Open(path);
       if (!m.ok()) return Bad("base_model_path", m.status().message());
       model::LoraConfig lc;
       lc.rank = lora.rank;
       lc.alpha = static_cast<float>(lora.alpha);
       lc.targets = lora.targets;
-      lc.frozen_a = true;
+      lc.frozen_a = !lora.fedit;
       lc.a_seed = lora.seed;
-      auto adapter = model::LoraAdapter::Create((*m)->config(), lc, nullptr);
+      auto adapter = model::LoraAdapter::Create((*m)->config(), lc, &OsRandom());
       if (!adapter.ok()) return Bad("lora_targets", adapter.status().message());
       initial = adapter->TrainableCount();
     }
@@ -175,7 +181,7 @@ Result<rounds::RoundSpec> RoundSpecFromConfig(std::string_view config_json, std:
 
   FLT_ASSIGN_OR_RETURN(LoraSettings lora, ReadLora(j));
   v1::TrainingConfig& t = s.training;
-  t.set_mode(v1::LORA_MODE_FROZEN_A);
+  t.set_mode(lora.fedit ? v1::LORA_MODE_FEDIT : v1::LORA_MODE_FROZEN_A);
   t.set_rank(static_cast<uint32_t>(lora.rank));
   t.set_alpha(static_cast<float>(lora.alpha));
   for (model::Projection p : lora.targets) {

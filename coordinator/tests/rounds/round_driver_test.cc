@@ -383,6 +383,30 @@ TEST(RoundDriverTest, TooFewCheckInsFailTheRound) {
   EXPECT_NE(st.reason.find("too few check-ins"), std::string::npos) << st.reason;
 }
 
+// A cohort for which no SecAgg+ parameters exist (hardened, complete graph of 6 with
+// the default collusion and dropout bounds) fails the round with the planner's reason;
+// the checked-in devices are told. (This used to crash: the cohort's per-device flags
+// were sized only after planning.)
+TEST(RoundDriverTest, ACohortWithoutSecAggParametersFailsTheRoundCleanly) {
+  FleetOptions o;
+  o.devices = 6;
+  Fleet fleet(o);
+  RoundSpec spec = fleet.Spec();  // hardened
+  spec.max_colluding_fraction = 0.34;
+  spec.max_dropout_rate = 0.34;
+  spec.min_cohort = 6;
+  spec.target_cohort = 6;
+  const RoundStatus st = fleet.Run(spec);
+  ASSERT_EQ(st.state, RoundState::kFailed);
+  EXPECT_NE(st.reason.find("SecAgg parameters"), std::string::npos) << st.reason;
+  auto jr = fleet.journal().Get(st.round_id);
+  ASSERT_TRUE(jr.ok());
+  EXPECT_EQ(jr->state, RoundState::kFailed);
+  EXPECT_EQ(jr->reason, st.reason);
+  EXPECT_FALSE(fleet.adapters().Current()->version.size());
+  EXPECT_TRUE(fleet.journal().CheckInvariants().ok());
+}
+
 // ---------------------------------------------------------------- bad input
 
 // Publishes raw bytes on a device's uplink as if the device sent them.

@@ -180,8 +180,6 @@ void DeviceAgent::Impl::HandleInvitation(const protocol::OpenedEnvelope& env) {
   if (sc.round_id() != id) return Reject("round invitation", InvalidArgumentError("SecAgg config names another round"));
   if (tc.base_model_sha256() != our_model || sc.model_sha256() != our_model)
     return Decline(id, v1::DECLINE_REASON_MODEL_MISMATCH, "invitation is for another base model");
-  if (tc.mode() == v1::LORA_MODE_FEDIT)
-    return Decline(id, v1::DECLINE_REASON_PARAMETERS_REFUSED, "FedIT rounds are not supported by this agent");
   if (tc.trainable_length() == 0 || tc.trainable_length() > config.max_adapter_bytes / sizeof(float))
     return Decline(id, v1::DECLINE_REASON_PARAMETERS_REFUSED,
                    "trainable length " + std::to_string(tc.trainable_length()) + " out of range");
@@ -261,7 +259,7 @@ void DeviceAgent::Impl::HandleInvitation(const protocol::OpenedEnvelope& env) {
       if (current.version == train.adapter_version() && current.values.size() == m) {
         global = current.values;
       } else if (train.adapter_version().empty()) {
-        global.assign(m, 0.0f);  // the initial adapter: B = 0
+        global.assign(m, 0.0f);  // the initial adapter: B = 0 (FedIT: the trainer seeds A)
       } else {
         auto bytes = deps.fetcher->Fetch(train.adapter_url(), m * sizeof(float));
         if (!bytes.ok()) {

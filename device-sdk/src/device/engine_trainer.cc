@@ -4,7 +4,6 @@
 #include <string>
 #include <utility>
 
-#include "flotilla/core/random.h"
 
 namespace flotilla::device {
 namespace {
@@ -34,11 +33,35 @@ uint64_t RoundSeed(uint64_t data_seed, std::string_view round_id) {
   return h == 0 ? 1 : h;
 }
 
-// Builds the round's adapter on `model`. FedIT draws a random A from the CSPRNG; the
-// caller overwrites it with the global vector right away, so it never matters.
+// Builds the round's adapter on `model`: A from the frozen-A stream of the round's seed,
+// B = 0. In FedIT mode A is trainable too, and this same seeded A is where training
+// starts from the initial adapter (its A is all zero, which could never learn: with
+// A = B = 0 neither gets a gradient). Every device derives the same A, so averaging the
+// A factors of the first round averages updates of one shared starting point.
 Result<model::LoraAdapter> MakeAdapter(const model::ModelConfig& model, const v1::TrainingConfig& config) {
   FLT_ASSIGN_OR_RETURN(model::LoraConfig lc, LoraConfigFromTraining(config));
-  return model::LoraAdapter::Create(model, lc, lc.frozen_a ? nullptr : &OsRandom());
+  model::LoraConfig seeded = lc;
+  seeded.frozen_a = true;
+  FLT_ASSIGN_OR_RETURN(model::LoraAdapter adapter, model::LoraAdapter::Create(model, seeded));
+  if (lc.frozen_a) return adapter;
+  return model::MakeLoraAdapter(model, lc, std::move(adapter.matrices()));
+}
+
+// Loads `global` into `adapter`. FedIT: if every A factor of `global` is zero (the
+// initial adapter), the adapter keeps its seeded A (MakeAdapter) and takes only B.
+Status LoadGlobal(model::LoraAdapter& adapter, std::span<const float> global) {
+  if (adapter.config().frozen_a) return adapter.SetTrainable(global);
+  std::vector<std::vector<float>> seeded_a;
+  seeded_a.reserve(adapter.matrices().size());
+  for (const model::LoraMatrix& m : adapter.matrices()) seeded_a.push_back(m.a);
+  FLT_RETURN_IF_ERROR(adapter.SetTrainable(global));
+  for (const model::LoraMatrix& m : adapter.matrices()) {
+    for (float v : m.a) {
+      if (v != 0.0f) return Status::Ok();
+    }
+  }
+  for (size_t i = 0; i < seeded_a.size(); ++i) adapter.matrices()[i].a = std::move(seeded_a[i]);
+  return Status::Ok();
 }
 
 Status CheckSeqLen(const model::LlamaModel& base, int64_t seq_len) {
@@ -107,7 +130,7 @@ Result<LocalTrainingResult> EngineLocalTrainer::Train(std::string_view round_id,
     return InvalidArgumentError("engine trainer: global vector has " + std::to_string(global.size()) +
                                 " values, the adapter " + std::to_string(adapter.TrainableCount()));
   }
-  FLT_RETURN_IF_ERROR(adapter.SetTrainable(global));
+  FLT_RETURN_IF_ERROR(LoadGlobal(adapter, global));
 
   model::TrainEngineOptions eo;
   eo.n_threads = options_.n_threads == 0 ? 1 : options_.n_threads;

@@ -230,6 +230,53 @@ TEST_F(EngineTrainerTest, FedItModeTrainsAAndB) {
   EXPECT_GT(norm, 0);
 }
 
+// FedIT from the initial adapter (all zero): A starts from the frozen-A stream of the
+// round's seed on every device (A = B = 0 could never learn), and the update is taken
+// against the zero vector the device was given, so the coordinator's mean of the
+// updates is the FedIT average of the trained A and B factors.
+TEST_F(EngineTrainerTest, FedItFromTheInitialAdapterStartsEveryDeviceFromTheSeededA) {
+  auto base = Base();
+  constexpr uint32_t kSteps = 3;
+  constexpr float kLr = 5e-3f;
+  v1::TrainingConfig config = Config(kSteps, kLr);
+  config.set_mode(v1::LORA_MODE_FEDIT);
+  const model::LoraConfig lc = LoraConfigFromTraining(config).value();
+  model::LoraConfig frozen = lc;
+  frozen.frozen_a = true;
+  model::LoraAdapter seeded = model::LoraAdapter::Create(base->config(), frozen).value();
+  const std::vector<float> start =
+      model::MakeLoraAdapter(base->config(), lc, seeded.matrices()).value().FlattenTrainable();
+  const std::vector<float> zero(start.size(), 0.0f);
+  ASSERT_EQ(static_cast<int64_t>(start.size()), TrainableLength(base->config(), config).value());
+
+  auto r0 = MakeTrainer(base, 0)->Train("r", config, zero);
+  auto r1 = MakeTrainer(base, 1)->Train("r", config, zero);
+  ASSERT_TRUE(r0.ok()) << r0.status().ToString();
+  ASSERT_TRUE(r1.ok()) << r1.status().ToString();
+  size_t a_values = 0, moved = 0;
+  double gap = 0;  // the two devices' updates differ by their training only
+  for (size_t i = 0; i < start.size(); ++i) {
+    // AdamW moves every coordinate by at most ~lr per step from where it started.
+    EXPECT_LE(std::fabs(r0->delta[i] - start[i]), kSteps * kLr * 1.01f) << i;
+    EXPECT_LE(std::fabs(r1->delta[i] - start[i]), kSteps * kLr * 1.01f) << i;
+    a_values += start[i] != 0.0f;
+    moved += r0->delta[i] != start[i];
+    gap = std::max(gap, static_cast<double>(std::fabs(r0->delta[i] - r1->delta[i])));
+  }
+  EXPECT_GT(a_values, start.size() / 4);  // A is a real share of the vector, and seeded
+  EXPECT_GT(moved, start.size() / 2);     // both factors were trained
+  EXPECT_GT(gap, 0.0);
+  EXPECT_LE(gap, 2 * kSteps * kLr * 1.01f);
+  EXPECT_LT(r0->loss_after, r0->loss_before);
+
+  // From a non-zero global A, the device starts from the global itself.
+  std::vector<float> global = start;
+  for (float& v : global) v *= 0.5f;
+  auto r2 = MakeTrainer(base, 0)->Train("r", config, global);
+  ASSERT_TRUE(r2.ok());
+  for (float d : r2->delta) EXPECT_LE(std::fabs(d), kSteps * kLr * 1.01f);
+}
+
 TEST_F(EngineTrainerTest, ReadsBothSplitsFromTheSampleStore) {
   auto base = Base();
   auto store = std::move(SampleStore::Open(dir_->path() / "samples.sqlite").value());

@@ -179,8 +179,10 @@ Status Fleet::Impl::SetUpModel() {
   training.set_rank(options.lora_rank);
   training.set_alpha(options.lora_alpha);
   // The frozen-A seed is public (it is in the signed metadata); derived from the run seed.
-  training.set_frozen_a_seed(options.seed * 0x9E3779B97F4A7C15ull + 17);
-  training.set_mode(v1::LORA_MODE_FROZEN_A);
+  training.set_frozen_a_seed(FrozenASeedForRun(options.seed));
+  if (options.lora_mode != v1::LORA_MODE_FROZEN_A && options.lora_mode != v1::LORA_MODE_FEDIT)
+    return InvalidArgumentError("simulate: LoRA mode must be frozen-A or FedIT");
+  training.set_mode(options.lora_mode);
   training.set_local_steps(options.local_steps);
   training.set_learning_rate(options.learning_rate);
   training.set_gradient_clip_norm(options.gradient_clip);
@@ -212,7 +214,9 @@ Status Fleet::Impl::SetUpModel() {
   base_model.set_sha256(sha.data(), sha.size());
   report.trainable_length = trainable_length;
   report.lora = "rank " + std::to_string(options.lora_rank) + ", alpha " + std::to_string(options.lora_alpha) +
-                ", targets " + options.lora_targets + ", frozen-A seed " + std::to_string(training.frozen_a_seed());
+                ", targets " + options.lora_targets +
+                (options.lora_mode == v1::LORA_MODE_FEDIT ? ", FedIT, A seed " : ", frozen-A seed ") +
+                std::to_string(training.frozen_a_seed());
   return Status::Ok();
 }
 
@@ -771,6 +775,8 @@ Result<std::vector<float>> Fleet::CurrentAdapter() {
 }
 
 device::AgentStatus Fleet::AgentStatusOf(size_t index) const { return impl_->devices.at(index)->agent->status(); }
+
+uint64_t FrozenASeedForRun(uint64_t seed) { return seed * 0x9E3779B97F4A7C15ull + 17; }
 
 Result<SimulationReport> RunSimulation(FleetOptions options) {
   const fs::path out = options.out_dir;

@@ -4,7 +4,8 @@
 // device's tokenized samples (train and held-out).
 //
 // Train(): builds the LoRA adapter the round's TrainingConfig describes (targets, rank,
-// alpha, frozen-A seed or FedIT), loads `global` into its trainable vector, runs
+// alpha, frozen-A seed or FedIT), loads `global` into its trainable vector (FedIT from
+// the initial adapter, whose A is all zero: A starts from the seeded frozen-A stream), runs
 // `local_steps` AdamW steps with the engine's Trainer (lr, clip, batch from the config;
 // a short sequence length from the options) and returns delta = trained - global. The
 // base model is never written.

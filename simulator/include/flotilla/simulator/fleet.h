@@ -60,6 +60,9 @@ struct FleetOptions {
   uint32_t lora_rank = 4;
   float lora_alpha = 8.0f;
   std::string lora_targets = "q,k,v,o";
+  // LORA_MODE_FROZEN_A (B trained, A fixed by the seed) or LORA_MODE_FEDIT (A and B
+  // trained and averaged separately, A starting from the same seeded values).
+  v1::LoraMode lora_mode = v1::LORA_MODE_FROZEN_A;
   int64_t seeded_trainable_length = 4096;  // kSeeded: the adapter vector length
 
   size_t samples_per_device = 64;
@@ -129,6 +132,10 @@ class Fleet {
 
 // Open + Run, then writes <out_dir>/report.json.
 Result<SimulationReport> RunSimulation(FleetOptions options);
+
+// The frozen-A seed (FedIT: the seed of A's starting values) a run with `seed` uses. It
+// is public: it travels in the round's TrainingConfig.
+uint64_t FrozenASeedForRun(uint64_t seed);
 
 // A small base model for simulations and the demo, made from scratch: the generic
 // synthetic corpus -> a learned tokenizer -> full-weight F32 pretraining -> Q8_0.
