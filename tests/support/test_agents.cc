@@ -37,6 +37,11 @@ Result<std::unique_ptr<TestAgents>> TestAgents::Start(TestPki& pki, const TestAg
     ring->Add("coordinator", std::move(coordinator_key));
     coordinator_keys = std::move(ring);
   }
+  if (o.provisioned_peer_keys && !o.fast_crypto) {
+    return InvalidArgumentError("test agents: provisioned_peer_keys needs fast_crypto");
+  }
+  std::shared_ptr<rounds::OpenSslKeyRing> peer_ring;
+  if (o.provisioned_peer_keys) peer_ring = std::make_shared<rounds::OpenSslKeyRing>();
   for (int i = 0; i < o.devices; ++i) {
     const std::string id = DeviceId(o.id_prefix, i);
     FLT_ASSIGN_OR_RETURN(auto files, pki.IssueClient(id));
@@ -51,6 +56,7 @@ Result<std::unique_ptr<TestAgents>> TestAgents::Start(TestPki& pki, const TestAg
     ac.base_model.set_version(o.base_version);
     ac.base_model.set_sha256(o.base_sha256.data(), o.base_sha256.size());
     FLT_ASSIGN_OR_RETURN(ac.certificate_pem, ReadFileString(cert));
+    if (peer_ring) FLT_RETURN_IF_ERROR(peer_ring->AddCertificatePem(id, ac.certificate_pem));
     ac.identity_public_key_der = key->public_key().der();
     ac.max_inline_envelope_bytes = o.max_inline_envelope_bytes;
     if (o.certified_peer_keys) {
@@ -77,6 +83,7 @@ Result<std::unique_ptr<TestAgents>> TestAgents::Start(TestPki& pki, const TestAg
       deps.signer = std::make_shared<security::EcdsaSigner>(id, key);
     }
     deps.verifier = coordinator_keys;
+    deps.peer_verifier = peer_ring;
     deps.trainer =
         std::make_shared<device::SeededLocalTrainer>(1000 + static_cast<uint64_t>(i), o.trainable, 0.05f);
     deps.uploader = fleet->blobs_;

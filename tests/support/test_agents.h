@@ -32,6 +32,9 @@ struct TestAgentOptions {
   Bytes base_sha256;                       // 32 bytes
   size_t max_inline_envelope_bytes = 64 * 1024;  // small: every masked input goes over HTTP
   bool certified_peer_keys = false;        // hardened profile: neighbours' keys from advert certificates
+  // Hardened profile: every device is provisioned with the fleet's identity keys (one
+  // shared OpenSSL key ring, DeviceAgentDeps::peer_verifier). Needs fast_crypto.
+  bool provisioned_peer_keys = false;
   size_t trainable = 16;                   // SeededLocalTrainer's examples (not the vector length)
   // 0: every agent on its own thread (DeviceAgent::Start). N: N threads poll all agents
   // round-robin (thousands of agents in one process, as the simulator does).

@@ -136,7 +136,8 @@ struct RoundDriver::Impl {
   void Fail(v1::AbortReason reason, const std::string& detail, RoundState terminal = RoundState::kFailed);
   Status Transition(RoundState to, std::string_view reason, std::span<const ParticipantStage> participants,
                     const std::string* version = nullptr, const Bytes* sha = nullptr);
-  std::vector<ParticipantStage> StageRows(std::string_view stage) const;
+  // One row per device expected at `stage`; room for `extra` more rows is reserved.
+  std::vector<ParticipantStage> StageRows(std::string_view stage, size_t extra = 0) const;
   void MaybeCloseEarly();
 
   // ---- inbound
@@ -260,9 +261,9 @@ Status RoundDriver::Impl::Transition(RoundState to, std::string_view reason,
   return Status::Ok();
 }
 
-std::vector<ParticipantStage> RoundDriver::Impl::StageRows(std::string_view stage) const {
+std::vector<ParticipantStage> RoundDriver::Impl::StageRows(std::string_view stage, size_t extra) const {
   std::vector<ParticipantStage> rows;
-  rows.reserve(round->cohort.size());
+  rows.reserve(round->cohort.size() + extra);
   for (uint32_t i = 1; i <= round->cohort.size(); ++i) {
     if (!round->expected[i]) continue;
     const char* st = round->answered[i] ? "ok" : round->declined[i] ? "declined" : round->gone[i] ? "aborted" : "dropped";
@@ -742,11 +743,14 @@ void RoundDriver::Impl::CloseStage() {
 void RoundDriver::Impl::Aggregate() {
   ActiveRound& r = *round;
   const auto t0 = clock.SteadyNow();
-  std::vector<ParticipantStage> rows = StageRows("unmask");  // + the "aggregated" rows below
   auto out = r.server->Finish();
   if (!out.ok()) {
     return Fail(v1::ABORT_REASON_TOO_FEW_SURVIVORS, "SecAgg unmask: " + out.status().message());
   }
+  // The sum is out: the server's per-device state and share spools are not needed any
+  // more (late SecAgg messages are refused as "no round in a SecAgg stage").
+  r.server.reset();
+  std::vector<ParticipantStage> rows = StageRows("unmask", r.cohort.size());  // + the "aggregated" rows below
   const aggregation::FixedPointConfig fp{r.config.bit_width(), r.config.quant_bits(), r.config.clip_bound()};
   const std::vector<double> decoded = aggregation::DecodeFixedPointSum(out->sum, fp);
   auto mean = aggregation::WeightedAverageFromSum(decoded);
@@ -779,7 +783,6 @@ void RoundDriver::Impl::Aggregate() {
   metrics.l2_norm_delta = std::sqrt(norm2);
   auto stored = options.adapters->Put(r.id, r.start.version, next, metrics);
   if (!stored.ok()) return Fail(v1::ABORT_REASON_INTERNAL, "storing the adapter: " + stored.status().message());
-  rows.reserve(rows.size() + r.cohort.size());
   std::set<uint32_t> u3(out->survivors.begin(), out->survivors.end());
   for (uint32_t i = 1; i <= r.cohort.size(); ++i) {
     rows.push_back({r.cohort[i - 1], i, "aggregated", u3.count(i) ? "survivor" : r.declined[i] ? "declined" : "dropped"});

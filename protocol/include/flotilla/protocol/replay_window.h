@@ -3,15 +3,11 @@
 // receivers apply this after Open() succeeds and before acting on the message.
 #pragma once
 
-#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
-#include <queue>
-#include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "flotilla/core/clock.h"
@@ -26,16 +22,16 @@ class ReplayWindow {
     // How far back ids are remembered. Must cover OpenOptions::max_age (plus the future
     // skew), so that anything Open() still accepts is also still remembered.
     std::chrono::milliseconds window{std::chrono::minutes(10)};
-    // Most entries kept (about 80 bytes each: the message id is stored inline, the sender
-    // once per sender). When full, the oldest entry is forgotten and everything not newer
-    // than it is refused from then on.
+    // Most entries kept (16 bytes each, in an open-addressing table at most 3/4 full).
+    // When full, the oldest entries are forgotten (the oldest 1/32 at once, at least the
+    // excess) and everything not newer than them is refused from then on.
     size_t capacity = 64 * 1024;
   };
 
   explicit ReplayWindow(Options options);
   ReplayWindow() : ReplayWindow(Options{}) {}
 
-  // Longest message id remembered (envelopes carry kMessageIdBytes = 16).
+  // Longest message id accepted (envelopes carry kMessageIdBytes = 16).
   static constexpr size_t kMaxMessageIdBytes = 16;
 
   // Records the message if it is new. OK: first sighting (now remembered).
@@ -49,46 +45,38 @@ class ReplayWindow {
     return Check(envelope.sender_id, envelope.message_id, envelope.timestamp_ms, clock.NowUnixMillis());
   }
 
+  // Entries remembered and not yet expired.
   size_t size() const;
   // Timestamps at or below this are refused because of capacity evictions (INT64_MIN if
   // nothing was evicted early).
   int64_t eviction_floor_ms() const;
 
  private:
-  // A remembered (sender, message id): the sender as a number (senders_), the id inline.
-  struct Key {
-    uint32_t sender = 0;
-    uint8_t id_size = 0;
-    std::array<uint8_t, kMaxMessageIdBytes> id{};
-    bool operator==(const Key& o) const { return sender == o.sender && id_size == o.id_size && id == o.id; }
-  };
-  struct KeyHash {
-    size_t operator()(const Key& k) const;
-  };
-  struct Entry {
-    int64_t timestamp_ms;
-    const Key* key;  // points into seen_ (node keys are stable)
-  };
-  struct Later {
-    bool operator()(const Entry& a, const Entry& b) const { return a.timestamp_ms > b.timestamp_ms; }
-  };
-  struct Sender {
-    uint32_t number = 0;
-    size_t entries = 0;  // remembered messages from it; at 0 it is forgotten too
+  // A remembered message: a keyed 64-bit fingerprint of (sender, id) and its timestamp.
+  // fp 0 marks an empty slot. Two messages share a fingerprint with probability 2^-64
+  // per pair; the key is drawn from the CSPRNG per window, and a sender never sees
+  // another sender's (random) ids to aim at, so a collision (the later message refused
+  // as a replay) is not something a device can cause for another.
+  struct Slot {
+    uint64_t fp = 0;
+    int64_t ts = 0;
   };
 
-  // REQUIRES: mu_ held. Forgets the oldest entry.
-  void PopOldest();
+  uint64_t Fingerprint(std::string_view sender_id, std::string_view message_id) const;
+  // REQUIRES: mu_ held. The slot holding `fp`, or the empty slot where it would go.
+  Slot& Find(uint64_t fp);
+  // REQUIRES: mu_ held. Rebuilds the table keeping the entries newer than
+  // `drop_at_or_below` and not older than `oldest_allowed`, sized so that they fill at
+  // most half of it (growth and shrinking both happen here).
+  void Rebuild(int64_t drop_at_or_below, int64_t oldest_allowed);
 
   const Options options_;
+  const uint64_t key_;
   mutable std::mutex mu_;
-  std::unordered_map<Key, int64_t, KeyHash> seen_;                     // GUARDED_BY(mu_)
-  std::priority_queue<Entry, std::vector<Entry>, Later> by_time_;      // GUARDED_BY(mu_)
-  std::unordered_map<std::string, Sender> senders_;                    // GUARDED_BY(mu_)
-  std::vector<std::pair<const std::string, Sender>*> sender_by_number_;  // GUARDED_BY(mu_); nullptr: free
-  std::vector<uint32_t> free_numbers_;                                 // GUARDED_BY(mu_)
-  int64_t floor_ms_ = INT64_MIN;                                       // GUARDED_BY(mu_)
-  int64_t latest_now_ms_ = INT64_MIN;                                  // GUARDED_BY(mu_)
+  std::vector<Slot> table_;         // GUARDED_BY(mu_); size a power of two
+  size_t used_ = 0;                 // GUARDED_BY(mu_); occupied slots, expired ones included
+  int64_t floor_ms_ = INT64_MIN;    // GUARDED_BY(mu_)
+  int64_t latest_now_ms_ = INT64_MIN;  // GUARDED_BY(mu_)
 };
 
 }  // namespace flotilla::protocol
