@@ -98,7 +98,11 @@ double StatusMiB(pid_t pid, const std::string& field) {
 std::map<std::string, double> StageSums(httplib::Client& http) {
   std::map<std::string, double> out;
   auto res = http.Get("/metrics");
-  if (!res) return out;
+  if (!res || res->status != 200) {
+    std::fprintf(stderr, "GET /metrics failed: %s\n",
+                 res ? ("HTTP " + std::to_string(res->status)).c_str() : httplib::to_string(res.error()).c_str());
+    return out;
+  }
   std::istringstream in(res->body);
   std::string line;
   const std::string prefix = "flotilla_stage_duration_seconds_sum{stage=\"";
@@ -229,8 +233,16 @@ Figures RunOne(size_t devices, const std::string& flotilla, const std::string& p
   f.cpu_s = CpuSeconds(child) - cpu_before;
   f.state = round.value("state", "?");
   f.reason = round.value("reason", "");
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the next metrics flush
-  for (const auto& [stage, sum] : StageSums(http)) {
+  // The coordinator records stage timings when its main loop next sees the round ended
+  // (it may still be working through late messages): wait until they appear.
+  std::map<std::string, double> after;
+  for (int i = 0; i < 120; ++i) {
+    after = StageSums(http);
+    if (after.count("check_in") != 0 && after["check_in"] != (before.count("check_in") ? before.at("check_in") : -1.0))
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  for (const auto& [stage, sum] : after) {
     const auto b = before.find(stage);
     f.stages[stage] = sum - (b == before.end() ? 0.0 : b->second);
   }
