@@ -56,7 +56,10 @@ Result<std::unique_ptr<TestAgents>> TestAgents::Start(TestPki& pki, const TestAg
     ac.base_model.set_version(o.base_version);
     ac.base_model.set_sha256(o.base_sha256.data(), o.base_sha256.size());
     FLT_ASSIGN_OR_RETURN(ac.certificate_pem, ReadFileString(cert));
-    if (peer_ring) FLT_RETURN_IF_ERROR(peer_ring->AddCertificatePem(id, ac.certificate_pem));
+    if (peer_ring) {
+      FLT_RETURN_IF_ERROR(peer_ring->AddCertificatePem(id, ac.certificate_pem));
+      ac.advertise_certificate = false;  // nobody needs it: every neighbour has the key
+    }
     ac.identity_public_key_der = key->public_key().der();
     ac.max_inline_envelope_bytes = o.max_inline_envelope_bytes;
     if (o.certified_peer_keys) {

@@ -685,7 +685,17 @@ void RoundDriver::Impl::CloseStage() {
         FLT_LOG(kError, kLog) << "round " << r.id << ": message to " << i << ": " << msg.status().ToString();
         continue;
       }
-      SendTo(r.cohort[i - 1], *msg, deadline, i).IgnoreError();
+      Status sent = SendTo(r.cohort[i - 1], *msg, deadline, i);
+      if (sent.code() == StatusCode::kResourceExhausted) {
+        // Over the MQTT payload cap: no re-send can deliver it, and the cohort's other
+        // messages of this stage are about as large. Fail now, with the reason.
+        Fail(v1::ABORT_REASON_INTERNAL,
+             "the " + std::string(StageName(to)) + " message to " + r.cohort[i - 1] +
+                 " is over the MQTT payload cap (" + sent.message() +
+                 "); hardened adverts carrying certificates fit about 190 neighbours: provision peer keys "
+                 "(advertise_certificate off) or use a smaller cohort");
+        return false;
+      }
     }
     return true;
   };

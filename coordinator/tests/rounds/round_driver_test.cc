@@ -49,6 +49,7 @@ struct FleetOptions {
   // (device index, round) -> stage at which the device silently drops out.
   std::map<uint32_t, AgentStage> drops;
   std::set<uint32_t> not_charging;  // these devices never check in
+  size_t coordinator_max_publish = 0;  // 0: the transport's default cap on sends
 };
 
 // A coordinator and `devices` agents sharing an InMemoryBroker and a FakeClock.
@@ -67,7 +68,9 @@ class Fleet {
     adapters_ = std::move(*adapters);
     blobs_ = std::make_shared<InProcessBlobs>(&uploads_, adapters_.get());
     if (options_.worker_pool) pool_ = std::make_unique<device::WorkerPool>(2);
-    coord_transport_ = std::make_unique<InMemoryTransport>(broker_, Options("coordinator"));
+    InMemoryTransportOptions co = Options("coordinator");
+    co.max_publish_size = options_.coordinator_max_publish;
+    coord_transport_ = std::make_unique<InMemoryTransport>(broker_, co);
     FLT_CHECK(coord_transport_->Connect().ok());
     OpenDriver();
     for (uint32_t i = 1; i <= options_.devices; ++i) agents_.push_back(MakeAgent(i));
@@ -404,6 +407,20 @@ TEST(RoundDriverTest, ACohortWithoutSecAggParametersFailsTheRoundCleanly) {
   EXPECT_EQ(jr->state, RoundState::kFailed);
   EXPECT_EQ(jr->reason, st.reason);
   EXPECT_FALSE(fleet.adapters().Current()->version.size());
+  EXPECT_TRUE(fleet.journal().CheckInvariants().ok());
+}
+
+// A stage message over the MQTT payload cap cannot be delivered by any re-send: the
+// round fails at once with the reason (hardened adverts with certificates at a large
+// cohort), instead of waiting out the stage.
+TEST(RoundDriverTest, AStageMessageOverThePayloadCapFailsTheRoundWithTheReason) {
+  FleetOptions o;
+  o.coordinator_max_publish = 900;  // NeighbourKeys of 9 adverts is ~1.2 KB, everything before it fits
+  Fleet fleet(o);
+  const RoundStatus st = fleet.Run(fleet.Spec());
+  ASSERT_EQ(st.state, RoundState::kFailed);
+  EXPECT_NE(st.reason.find("share_keys message"), std::string::npos) << st.reason;
+  EXPECT_NE(st.reason.find("payload cap"), std::string::npos) << st.reason;
   EXPECT_TRUE(fleet.journal().CheckInvariants().ok());
 }
 

@@ -333,7 +333,8 @@ void DeviceAgent::Impl::HandleInvitation(const protocol::OpenedEnvelope& env) {
         fail(advert.status());
         break;
       }
-      if (r->invitation.secagg().profile() != v1::SEC_AGG_PROFILE_CURIOUS && !certificate_der.empty())
+      if (r->invitation.secagg().profile() != v1::SEC_AGG_PROFILE_CURIOUS && config.advertise_certificate &&
+          !certificate_der.empty())
         advert->set_certificate_der(certificate_der.data(), certificate_der.size());
       out.status = Send(*advert, &out.wire, &out.topic);
       out.next_state = "advertised";

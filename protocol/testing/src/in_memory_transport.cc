@@ -1,5 +1,7 @@
 #include "flotilla/protocol/testing/in_memory_transport.h"
 
+#include <algorithm>
+
 #include <utility>
 
 namespace flotilla::protocol::testing {
@@ -136,7 +138,9 @@ void InMemoryTransport::DeliverFromBroker(const Message& message) {
 }
 
 Status InMemoryTransport::Publish(std::string_view topic, ByteSpan payload, const PublishOptions& options) {
-  Status invalid = ValidatePublish(topic, payload.size(), options, options_.max_payload_size);
+  const size_t cap = options_.max_publish_size != 0 ? std::min(options_.max_publish_size, options_.max_payload_size)
+                                                    : options_.max_payload_size;
+  Status invalid = ValidatePublish(topic, payload.size(), options, cap);
   if (invalid.ok() && state_.load() != ConnectionState::kConnected) {
     invalid = UnavailableError(options_.client_id + ": publish while " + std::string(ToString(state_.load())));
   }

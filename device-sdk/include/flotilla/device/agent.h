@@ -78,6 +78,11 @@ struct DeviceAgentConfig {
   // neighbour's identity key from the certificate in their advert, checked against this
   // CA and the neighbour's device id. Neither: hardened invitations are declined.
   std::string fleet_ca_pem;
+  // Send the certificate with hardened key adverts (above). A fleet whose devices are all
+  // provisioned with each other's keys (DeviceAgentDeps::peer_verifier) can turn this
+  // off: each advert is then ~450 bytes smaller, which keeps NeighbourKeys under the
+  // 128 KiB MQTT payload cap for cohorts with more than ~190 neighbours per device.
+  bool advertise_certificate = true;
   // A masked input whose sealed envelope would exceed this goes over HTTP (claim check).
   size_t max_inline_envelope_bytes = 64 * 1024;
   // A round is forgotten (state "abandoned") this long after its last stage deadline.

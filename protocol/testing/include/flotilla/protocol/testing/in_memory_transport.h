@@ -66,6 +66,9 @@ class InMemoryBroker {
 struct InMemoryTransportOptions {
   std::string client_id;
   size_t max_payload_size = kDefaultMaxPayloadBytes;
+  // A smaller cap on sends only (0: max_payload_size), to test oversize handling of a
+  // sender whose peers still send it larger messages.
+  size_t max_publish_size = 0;
   size_t queue_capacity = 4096;
   std::optional<Message> will;  // published by the broker on DropConnection()
 };
