@@ -47,11 +47,14 @@ struct ClientRecord {
   bool unmask_requested = false;
   bool responded = false;
   bool upload_in_flight = false;
-  // Its advert, compactly: the keys, plus (hardened only) the signed message neighbours
-  // verify. A curious advert is rebuilt from the keys when forwarded.
+  // Its advert, compactly: the keys, plus (hardened only) the signature and the
+  // certificate neighbours verify. The forwarded AdvertiseKeys is rebuilt from these, the
+  // round id, the index and (hardened) the cohort's device id, which the signature
+  // covers and HandleAdvertiseKeys checked.
   security::X25519Key pk_c{};
   security::X25519Key pk_s{};
-  std::unique_ptr<v1::AdvertiseKeys> signed_advert;
+  Bytes signature;
+  Bytes certificate_der;
   Bytes consistency_signature;
   // Its ShareKeys block in the share spool: one record per live neighbour at the time,
   // in ascending neighbour order, from this record number on (only ever if in U2).
@@ -359,7 +362,10 @@ Status SecAggServer::HandleAdvertiseKeys(const v1::AdvertiseKeys& msg) {
   c.advertised = true;
   c.pk_c = pk_c;
   c.pk_s = pk_s;
-  if (s.hardened()) c.signed_advert = std::make_unique<v1::AdvertiseKeys>(msg);
+  if (s.hardened()) {
+    c.signature.assign(msg.signature().begin(), msg.signature().end());
+    c.certificate_der.assign(msg.certificate_der().begin(), msg.certificate_der().end());
+  }
   return Status::Ok();
 }
 
@@ -389,13 +395,14 @@ Result<v1::NeighbourKeys> SecAggServer::NeighbourKeysFor(uint32_t u) const {
     const ClientRecord& c = s.clients[v];
     if (!c.advertised) continue;
     v1::AdvertiseKeys* a = msg.add_adverts();
-    if (c.signed_advert != nullptr) {
-      *a = *c.signed_advert;
-    } else {
-      a->set_round_id(s.params.round_id);
-      a->set_index(v);
-      a->set_pk_c(c.pk_c.data(), c.pk_c.size());
-      a->set_pk_s(c.pk_s.data(), c.pk_s.size());
+    a->set_round_id(s.params.round_id);
+    a->set_index(v);
+    a->set_pk_c(c.pk_c.data(), c.pk_c.size());
+    a->set_pk_s(c.pk_s.data(), c.pk_s.size());
+    if (s.hardened()) {
+      a->set_signature(c.signature.data(), c.signature.size());
+      a->set_device_id(s.options.device_ids[v - 1]);
+      if (!c.certificate_der.empty()) a->set_certificate_der(c.certificate_der.data(), c.certificate_der.size());
     }
   }
   return msg;
