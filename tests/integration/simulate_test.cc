@@ -247,7 +247,9 @@ TEST_F(SimulateTest, DropoutsAtEveryStageStillGiveTheSurvivorsExactSum) {
   o.stage_timeout = std::chrono::seconds(8);
   o.progress = false;
   o.seed = 5;
-  o.faults.dropout = ParseDropouts("advertise_keys=0.05,share_keys=0.05,masked_input=0.08").value();
+  // ~3.3 expected drops per round of 30: a published round needs at least the planner's
+  // min_survivors (22 of 30, hardened), which 5/5/8 % missed now and then (8+ drops).
+  o.faults.dropout = ParseDropouts("advertise_keys=0.03,share_keys=0.03,masked_input=0.05").value();
   rec.Install(o);
   Result<SimulationReport> report = RunSimulation(o);
   ASSERT_TRUE(report.ok()) << report.status().ToString();
